@@ -1,0 +1,28 @@
+"""Options that several management commands share."""
+
+from datetime import UTC, datetime
+
+from django.core.management.base import CommandError
+from django.utils.dateparse import parse_datetime
+
+
+def parse_now(raw: str | None) -> datetime | None:
+    """--now: an ISO 8601 timestamp. One without an offset is read as UTC."""
+    if raw is None:
+        return None
+    try:
+        value = parse_datetime(raw.strip())
+    except ValueError:
+        value = None
+    if value is None:
+        raise CommandError(f"--now: {raw!r} is not an ISO 8601 timestamp (e.g. 2025-02-01T00:00:00Z)")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def add_now_argument(parser) -> None:
+    parser.add_argument(
+        "--now",
+        help="Act as if it were this moment (ISO 8601, e.g. 2025-02-01T00:00:00Z); for replays",
+    )

@@ -1,0 +1,136 @@
+"""Settings come from the environment (and an optional .env beside manage.py).
+
+The defaults give a working first run on SQLite; production sets DATABASE_URL, SECRET_KEY and
+DEBUG=False (the app refuses to start with DEBUG off and no SECRET_KEY).
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# Cron starts jobs with an almost empty environment; reading .env from the project directory
+# (not the working directory) makes cron jobs see the same configuration as the shell.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+LOG_DIR = Path(env.str("LOG_DIR", default=str(BASE_DIR / "logs")))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_countries",
+    "subscriptions",
+    "metering",
+    "invoicing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "billing_project.urls"
+WSGI_APPLICATION = "billing_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions take the write lock up front, so concurrent writers wait (up to the
+    # timeout) instead of failing with "database is locked" half-way through a transaction.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 30})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# The invoice run and its log lines, spec section 5. The console shows the bare line; the rotating
+# file puts an ISO UTC timestamp in front so that lines from several hosts can be merged and sorted.
+(LOG_DIR / "workers").mkdir(parents=True, exist_ok=True)
+WORKER_LOG_FORMAT = "[%(levelname)s] %(name)s | run_id=%(run_id)s | %(message)s"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"run_id": {"()": "invoicing.worker_log.RunIdDefault"}},
+    "formatters": {
+        "worker_console": {"format": WORKER_LOG_FORMAT},
+        "worker_file": {
+            "()": "invoicing.worker_log.UTCISOFormatter",
+            "format": "%(asctime)s " + WORKER_LOG_FORMAT,
+        },
+    },
+    "handlers": {
+        "worker_console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "worker_console",
+            "filters": ["run_id"],
+        },
+        **{
+            f"{worker}_file": {
+                "class": "logging.handlers.RotatingFileHandler",
+                "filename": str(LOG_DIR / "workers" / f"{worker}.log"),
+                "maxBytes": 10 * 1024 * 1024,
+                "backupCount": 5,
+                "encoding": "utf-8",
+                "delay": True,
+                "formatter": "worker_file",
+                "filters": ["run_id"],
+            }
+            for worker in ("invoice_generator", "invoice_finalizer")
+        },
+    },
+    "loggers": {
+        f"worker.{worker}": {
+            "handlers": ["worker_console", f"{worker}_file"],
+            "level": "INFO",
+            "propagate": False,
+        }
+        for worker in ("invoice_generator", "invoice_finalizer")
+    },
+}

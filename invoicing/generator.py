@@ -1,0 +1,368 @@
+"""The invoice run (spec section 2).
+
+Work is claimed in batches with SELECT ... FOR UPDATE SKIP LOCKED, so several runs (cron on two
+hosts, cron plus a manual trigger) share the due subscriptions without waiting on each other and
+without billing anything twice. For each batch:
+
+1. plan: work out every due period of every claimed subscription, aggregate their usage in a few
+   SQL statements (one per aggregation type) and price each period in Python. A subscription
+   whose planning fails (bad data, a missing tax rate, a bug) is logged and left for the next run.
+2. write: take invoice numbers, insert invoices and lines, advance the subscriptions, all in one
+   savepoint. If that savepoint fails, the batch is written again one subscription per savepoint,
+   so a bad subscription fails alone and the rest of the batch still lands.
+3. commit: billing a period and advancing its subscription become visible together or not at all.
+
+Lock order is fixed: subscription rows (skip-locked, never waited on), then the invoice number
+counter (waited on, held only for the write).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from invoicing import money
+from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
+from invoicing.numbering import take_invoice_numbers
+from invoicing.pricing import InvoiceDraft, last_day, price_period
+from invoicing.selectors import due_subscriptions
+from invoicing.tax import TaxRateBook, calculate_tax
+from invoicing.worker_log import new_run_id, run_logger
+from metering.selectors import UsageQuestion, aggregate_usage
+from subscriptions.models import Charge, Subscription
+from subscriptions.periods import next_period, periods_due
+
+FINALIZE_AFTER = timedelta(hours=1)
+
+
+@dataclass
+class SubscriptionPlan:
+    """What the run will do for one claimed subscription."""
+
+    subscription: Subscription
+    periods: list[tuple[datetime, datetime]] = field(default_factory=list)
+    drafts: list[InvoiceDraft] = field(default_factory=list)
+    already_billed: list[tuple[datetime, datetime, str]] = field(default_factory=list)
+    next_start: datetime | None = None
+    next_end: datetime | None = None
+    cancel: bool = False
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str = WorkerRun.Status.RUNNING
+    processed: int = 0
+    successful: int = 0
+    failed: int = 0
+    skipped: int = 0
+    invoices: list[Invoice] = field(default_factory=list)
+    drafts: list[InvoiceDraft] = field(default_factory=list)  # dry runs only
+    failures: list[tuple[Subscription, str]] = field(default_factory=list)
+    skips: list[tuple[Subscription, str]] = field(default_factory=list)
+
+
+class InvoiceGenerator:
+    worker = "invoice_generator"
+
+    def __init__(self, batch_size: int = 500):
+        self.batch_size = batch_size
+        # Set from a signal handler: the run finishes the batch in hand, then stops.
+        self.stop_requested = False
+        self._charges: dict[int, list[Charge]] = {}
+        self._rates: TaxRateBook | None = None
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def process_due_subscriptions(
+        self, now: datetime | None = None, *, subscription_id: int | None = None, dry_run: bool = False
+    ) -> RunResult:
+        """Bill every ACTIVE subscription whose current period ended by `now` (or just one)."""
+        now = now or timezone.now()
+        result = RunResult(run_id=new_run_id())
+        self.log = run_logger(self.worker, result.run_id)
+        self._charges, self._rates = {}, TaxRateBook.load()
+        if dry_run:
+            return self._dry_run(now, subscription_id, result)
+
+        run = WorkerRun.objects.create(
+            worker=self.worker,
+            run_id=result.run_id,
+            scope="subscription" if subscription_id else "all",
+            billed_at=now,
+            started_at=timezone.now(),
+        )
+        self.log.info("🚀 Invoice generation started")
+        error = ""
+        try:
+            due = due_subscriptions(now)
+            if subscription_id is not None:
+                due = due.filter(id=subscription_id)
+            self.log.info(f"Found {due.count()} subscriptions due for processing")
+            failed_ids: list[int] = []
+            while not self.stop_requested and self._bill_batch(now, subscription_id, failed_ids, result):
+                pass
+            if self.stop_requested:
+                result.status = WorkerRun.Status.INTERRUPTED
+                self.log.warning("⏹️ Interrupted: stopped after the batch in hand")
+            else:
+                result.status = WorkerRun.Status.SUCCEEDED
+        except Exception as exc:
+            result.status = WorkerRun.Status.FAILED
+            error = f"{type(exc).__name__}: {exc}".strip()
+            self.log.error(f"💥 Run failed | error={error}")
+            raise
+        finally:
+            self._record(run, result, error)
+        return result
+
+    def process_subscription(self, subscription_id: int, now: datetime | None = None) -> RunResult:
+        """The one-subscription variant used by the API and the admin: the same code path."""
+        return self.process_due_subscriptions(now, subscription_id=subscription_id)
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def _bill_batch(self, now, subscription_id, failed_ids, result) -> bool:
+        """Claim, plan, write and commit one batch. False when nothing was left to claim."""
+        with transaction.atomic():
+            claim = due_subscriptions(now).exclude(id__in=failed_ids)
+            if subscription_id is not None:
+                claim = claim.filter(id=subscription_id)
+            subscriptions = list(
+                claim.select_related("customer", "plan", "organization")
+                .select_for_update(skip_locked=True, of=("self",))
+                .order_by("current_period_end", "id")[: self.batch_size]
+            )
+            if not subscriptions:
+                return False
+            plans, failures = self._plan(subscriptions, now)
+            written, write_failures = self._write(plans, now)
+        # Log only after the commit: a line never claims an invoice that was rolled back.
+        for subscription, reason in failures + write_failures:
+            failed_ids.append(subscription.id)
+            result.failures.append((subscription, reason))
+            self.log.error(
+                f"❌ Failed {subscription.external_id} | customer={subscription.customer.name} "
+                f"| error={reason}"
+            )
+        for plan, invoices in written:
+            for start, end, number in plan.already_billed:
+                self.log.warning(
+                    f"⏭️ Skipped {plan.subscription.external_id} | period={start:%Y-%m-%d}..{end:%Y-%m-%d} "
+                    f"| reason=already billed as {number}"
+                )
+            for invoice in invoices:
+                self.log.info(
+                    f"✅ Generated {invoice.number} | customer={plan.subscription.customer.name} "
+                    f"| total={money.format_money(invoice.total, invoice.currency)}"
+                )
+            if plan.cancel:
+                self.log.info(f"🛑 Canceled {plan.subscription.external_id} at period end")
+            result.invoices += invoices
+            if invoices:
+                result.successful += 1
+            else:
+                result.skipped += 1
+                result.skips.append((plan.subscription, "already billed"))
+        result.failed += len(failures) + len(write_failures)
+        result.processed = result.successful + result.failed + result.skipped
+        return True
+
+    def _plan(self, subscriptions, now) -> tuple[list[SubscriptionPlan], list]:
+        self._load_charges({s.plan_id for s in subscriptions})
+        billed = self._already_billed(subscriptions)
+        plans = []
+        questions, owners = [], []
+        for subscription in subscriptions:
+            plan = SubscriptionPlan(subscription)
+            anchor, interval = subscription.billing_anchor, subscription.plan.interval
+            periods = periods_due(
+                anchor, interval, subscription.current_period_start, subscription.current_period_end, now
+            )
+            if subscription.cancel_at_period_end:
+                periods, plan.cancel = periods[:1], True
+            plan.next_start, plan.next_end = next_period(anchor, interval, periods[-1][1])
+            for period in periods:
+                number = billed.get((subscription.id, period[0]))
+                if number:
+                    plan.already_billed.append((*period, number))
+                    continue
+                plan.periods.append(period)
+                for charge in self._charges[subscription.plan_id]:
+                    if charge.charge_type == Charge.ChargeType.USAGE:
+                        questions.append(usage_question(subscription, charge, period))
+                        owners.append((subscription.id, period[0], charge.id))
+            plans.append(plan)
+
+        quantities = defaultdict(dict)
+        for (sub_id, start, charge_id), quantity in zip(owners, aggregate_usage(questions), strict=True):
+            quantities[(sub_id, start)][charge_id] = quantity
+
+        ready, failures = [], []
+        for plan in plans:
+            subscription = plan.subscription
+            try:
+                for period in plan.periods:
+                    tax = calculate_tax(
+                        subscription.customer, subscription.organization, last_day(period[1]), self._rates
+                    )
+                    plan.drafts.append(
+                        price_period(
+                            subscription,
+                            self._charges[subscription.plan_id],
+                            period,
+                            quantities[(subscription.id, period[0])],
+                            tax,
+                        )
+                    )
+            except Exception as exc:  # one subscription's bad data must not stop the run
+                failures.append((subscription, f"{type(exc).__name__}: {exc}"))
+                continue
+            ready.append(plan)
+        return ready, failures
+
+    def _write(self, plans, now):
+        """Write the batch in one savepoint; if it fails, one savepoint per subscription."""
+        try:
+            with transaction.atomic():
+                return list(zip(plans, self._insert(plans, now), strict=True)), []
+        except DatabaseError:
+            pass
+        written, failures = [], []
+        for plan in plans:
+            try:
+                with transaction.atomic():
+                    written.append((plan, self._insert([plan], now)[0]))
+            except DatabaseError as exc:
+                failures.append((plan.subscription, f"{type(exc).__name__}: {exc}".strip()))
+        return written, failures
+
+    def _insert(self, plans, now) -> list[list[Invoice]]:
+        numbers = defaultdict(list)
+        counts = defaultdict(int)
+        for plan in plans:
+            counts[plan.subscription.organization_id] += len(plan.drafts)
+        for organization_id, count in counts.items():
+            numbers[organization_id] = take_invoice_numbers(organization_id, now.year, count)
+            numbers[organization_id].reverse()
+
+        invoices_per_plan, invoices, lines = [], [], []
+        for plan in plans:
+            subscription = plan.subscription
+            own = []
+            for draft in plan.drafts:
+                invoice = Invoice(
+                    number=numbers[subscription.organization_id].pop(),
+                    organization_id=subscription.organization_id,
+                    customer_id=subscription.customer_id,
+                    subscription_id=subscription.id,
+                    status=Invoice.Status.DRAFT,
+                    period_start=draft.period_start,
+                    period_end=draft.period_end,
+                    currency=draft.currency,
+                    subtotal=draft.subtotal,
+                    tax_rate=draft.tax_rate,
+                    tax_amount=draft.tax_amount,
+                    tax_reason=draft.tax_reason,
+                    total=draft.total,
+                    issued_at=now,
+                    scheduled_finalize_at=now + FINALIZE_AFTER,
+                )
+                invoice.drafted_lines = draft.lines
+                own.append(invoice)
+            invoices += own
+            invoices_per_plan.append(own)
+            if plan.cancel:
+                subscription.status = Subscription.Status.CANCELED
+                subscription.canceled_at = subscription.current_period_end
+            else:
+                subscription.current_period_start = plan.next_start
+                subscription.current_period_end = plan.next_end
+
+        Invoice.objects.bulk_create(invoices)
+        for invoice in invoices:
+            lines += [
+                InvoiceLineItem(
+                    invoice_id=invoice.id,
+                    charge_id=line.charge.id,
+                    charge_type=line.charge_type,
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                    amount=line.amount,
+                    position=line.position,
+                )
+                for line in invoice.drafted_lines
+            ]
+        InvoiceLineItem.objects.bulk_create(lines)
+        Subscription.objects.bulk_update(
+            [plan.subscription for plan in plans],
+            ["current_period_start", "current_period_end", "status", "canceled_at"],
+        )
+        return invoices_per_plan
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _load_charges(self, plan_ids):
+        missing = plan_ids - self._charges.keys()
+        for plan_id in missing:
+            self._charges[plan_id] = []
+        for charge in Charge.objects.filter(plan_id__in=missing).select_related("meter"):
+            self._charges[charge.plan_id].append(charge)
+
+    def _already_billed(self, subscriptions) -> dict:
+        """(subscription id, period start) -> number of an invoice that already exists."""
+        earliest = min(s.current_period_start for s in subscriptions)
+        rows = Invoice.objects.filter(
+            subscription_id__in=[s.id for s in subscriptions], period_start__gte=earliest
+        ).values_list("subscription_id", "period_start", "number")
+        return {(sub_id, start): number for sub_id, start, number in rows}
+
+    def _dry_run(self, now, subscription_id, result) -> RunResult:
+        """Plan every due subscription without locking or writing anything."""
+        last_id = 0
+        while True:
+            page = due_subscriptions(now).filter(id__gt=last_id)
+            if subscription_id is not None:
+                page = page.filter(id=subscription_id)
+            subscriptions = list(
+                page.select_related("customer", "plan", "organization").order_by("id")[: self.batch_size]
+            )
+            if not subscriptions:
+                break
+            last_id = subscriptions[-1].id
+            plans, failures = self._plan(subscriptions, now)
+            for plan in plans:
+                result.drafts += plan.drafts
+            result.failures += failures
+        result.status = WorkerRun.Status.SUCCEEDED
+        return result
+
+    def _record(self, run: WorkerRun, result: RunResult, error: str) -> None:
+        run.status = result.status
+        run.processed, run.successful = result.processed, result.successful
+        run.failed, run.skipped = result.failed, result.skipped
+        run.invoices_created = len(result.invoices)
+        run.error = error
+        run.finished_at = timezone.now()
+        try:
+            run.save()
+        except DatabaseError as exc:  # the database may be what failed; the log still tells
+            self.log.error(f"💥 Could not record the run | error={exc}")
+        self.log.info(
+            f"🏁 Completed | processed={result.processed} | successful={result.successful} "
+            f"| failed={result.failed}" + (f" | skipped={result.skipped}" if result.skipped else "")
+        )
+
+
+def usage_question(subscription, charge, period) -> UsageQuestion:
+    return UsageQuestion(
+        customer_id=subscription.customer_id,
+        code=charge.meter.code,
+        aggregation_type=charge.meter.aggregation_type,
+        period_start=period[0],
+        period_end=period[1],
+        subscription_id=subscription.id,
+    )

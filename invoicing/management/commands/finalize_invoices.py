@@ -1,0 +1,21 @@
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from django.utils import timezone
+
+from billing_project.command_options import add_now_argument, parse_now
+from invoicing.management.commands.generate_invoices import one_line
+from invoicing.services import finalize_due_invoices
+
+
+class Command(BaseCommand):
+    help = "Refreshes and finalizes every draft whose scheduled_finalize_at has passed."
+
+    def add_arguments(self, parser):
+        add_now_argument(parser)
+
+    def handle(self, *args, now=None, **options):
+        now = parse_now(now) or timezone.now()
+        try:
+            finalize_due_invoices(now)
+        except DatabaseError as exc:
+            raise CommandError(f"finalization could not use the database: {one_line(exc)}") from exc

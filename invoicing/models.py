@@ -1,0 +1,206 @@
+from django.db import models
+from django.db.models import F, Q
+from django_countries.fields import CountryField
+
+from subscriptions.models import currency_is_three_letters
+
+MONEY = {"max_digits": 19, "decimal_places": 4}
+
+
+class TaxRate(models.Model):
+    """A tax rate in force from `valid_from` until the next row for the same country and region."""
+
+    country = CountryField()
+    region = models.CharField(max_length=100, blank=True, help_text="Empty: the whole country")
+    rate = models.DecimalField(max_digits=5, decimal_places=2, help_text="In percent, e.g. 19.00")
+    name = models.CharField(max_length=100, blank=True)
+    valid_from = models.DateField()
+
+    class Meta:
+        ordering = ["country", "region", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["country", "region", "valid_from"], name="tax_rate_one_per_start"
+            ),
+            models.CheckConstraint(condition=Q(rate__gte=0, rate__lte=100), name="tax_rate_is_a_percentage"),
+        ]
+
+    def __str__(self):
+        where = f"{self.country}-{self.region}" if self.region else str(self.country)
+        return f"{where} {self.rate}% from {self.valid_from}"
+
+
+class InvoiceNumberSequence(models.Model):
+    """The last number issued per organization and year. Its row is locked while numbers are
+    taken, so the sequence stays gapless when several runs bill at once."""
+
+    organization = models.ForeignKey("subscriptions.Organization", on_delete=models.CASCADE)
+    year = models.PositiveSmallIntegerField()
+    last_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "year"], name="invoice_sequence_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.organization_id}/{self.year}: {self.last_number}"
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "DRAFT"
+        FINALIZED = "FINALIZED"
+        PAID = "PAID"
+        VOID = "VOID"
+
+    class TaxReason(models.TextChoices):
+        EXEMPT = "exempt"
+        DOMESTIC = "domestic"
+        REVERSE_CHARGE = "reverse charge"
+        EU_B2C = "EU B2C"
+        OUTSIDE_SCOPE = "outside scope"
+
+    number = models.CharField(max_length=32)
+    organization = models.ForeignKey(
+        "subscriptions.Organization", on_delete=models.PROTECT, related_name="invoices"
+    )
+    customer = models.ForeignKey("subscriptions.Customer", on_delete=models.PROTECT, related_name="invoices")
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription", on_delete=models.PROTECT, related_name="invoices"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    subtotal = models.DecimalField(**MONEY)
+    tax_rate = models.DecimalField(max_digits=5, decimal_places=2, help_text="In percent")
+    tax_amount = models.DecimalField(**MONEY)
+    tax_reason = models.CharField(max_length=20, choices=TaxReason.choices)
+    total = models.DecimalField(**MONEY)
+    issued_at = models.DateTimeField()
+    scheduled_finalize_at = models.DateTimeField()
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        constraints = [
+            # The last line of defence against double billing.
+            models.UniqueConstraint(fields=["subscription", "period_start"], name="invoice_one_per_period"),
+            models.UniqueConstraint(fields=["organization", "number"], name="invoice_number_unique"),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=F("period_start")), name="invoice_period_not_empty"
+            ),
+            models.CheckConstraint(
+                condition=Q(subtotal__gte=0, tax_amount__gte=0), name="invoice_amounts_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(total=F("subtotal") + F("tax_amount")), name="invoice_total_adds_up"
+            ),
+            models.CheckConstraint(
+                condition=Q(tax_rate__gte=0, tax_rate__lte=100), name="invoice_tax_rate_percentage"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["DRAFT", "FINALIZED", "PAID", "VOID"]),
+                name="invoice_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    tax_reason__in=[
+                        "exempt",
+                        "domestic",
+                        "reverse charge",
+                        "EU B2C",
+                        "outside scope",
+                    ]
+                ),
+                name="invoice_tax_reason_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["FINALIZED", "PAID"]) | Q(finalized_at__isnull=False),
+                name="invoice_finalized_has_date",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="PAID") | Q(paid_at__isnull=False), name="invoice_paid_has_date"
+            ),
+            currency_is_three_letters("currency"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "scheduled_finalize_at"], name="invoice_due_finalize_idx"),
+        ]
+
+    def __str__(self):
+        return self.number
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+
+class InvoiceLineItem(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="line_items")
+    charge = models.ForeignKey("subscriptions.Charge", on_delete=models.PROTECT, related_name="line_items")
+    charge_type = models.CharField(max_length=10)
+    description = models.CharField(max_length=200)
+    quantity = models.DecimalField(max_digits=30, decimal_places=10)
+    unit_price = models.DecimalField(max_digits=24, decimal_places=10)
+    amount = models.DecimalField(**MONEY)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "charge"], name="invoice_line_one_per_charge"),
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0, amount__gte=0, unit_price__gte=0),
+                name="invoice_line_not_negative",
+            ),
+        ]
+
+    def __str__(self):
+        return self.description
+
+
+class WorkerRun(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "RUNNING"
+        SUCCEEDED = "SUCCEEDED"
+        FAILED = "FAILED"
+        INTERRUPTED = "INTERRUPTED"
+
+    worker = models.CharField(max_length=50)
+    run_id = models.CharField(max_length=8, unique=True)
+    scope = models.CharField(
+        max_length=20, default="all", help_text="all: a full run; subscription: one subscription"
+    )
+    billed_at = models.DateTimeField(help_text="The moment the run billed as (--now replays it)")
+    started_at = models.DateTimeField(help_text="Wall-clock time")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    processed = models.PositiveIntegerField(default=0)
+    successful = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    invoices_created = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(processed=F("successful") + F("failed") + F("skipped")),
+                name="worker_run_counts_add_up",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="RUNNING") | Q(finished_at__isnull=False),
+                name="worker_run_finished_has_date",
+            ),
+        ]
+        indexes = [models.Index(fields=["worker", "status", "-finished_at"], name="worker_run_health_idx")]
+
+    def __str__(self):
+        return f"{self.worker} {self.run_id}"

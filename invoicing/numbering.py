@@ -1,0 +1,30 @@
+"""Invoice numbers: INV-<year>-<n>, one gapless sequence per organization and calendar year.
+
+The counter row is incremented with a single INSERT ... ON CONFLICT DO UPDATE, which locks it
+until the transaction ends: a concurrent run waits for our commit (or rollback, which gives the
+numbers back), so no number is used twice and none is skipped.
+"""
+
+from django.db import connection
+
+from invoicing.models import InvoiceNumberSequence
+
+
+def format_number(year: int, n: int) -> str:
+    return f"INV-{year}-{n:04d}"
+
+
+def take_invoice_numbers(organization_id: int, year: int, count: int) -> list[str]:
+    if count <= 0:
+        return []
+    table = connection.ops.quote_name(InvoiceNumberSequence._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (organization_id, year, last_number) VALUES (%s, %s, %s) "
+            f"ON CONFLICT (organization_id, year) "
+            f"DO UPDATE SET last_number = {table}.last_number + excluded.last_number "
+            f"RETURNING last_number",
+            [organization_id, year, count],
+        )
+        last = cursor.fetchone()[0]
+    return [format_number(year, n) for n in range(last - count + 1, last + 1)]

@@ -1,0 +1,76 @@
+"""What one billing period costs: pure arithmetic on charges, quantities and a tax rate.
+
+The invoice run, the draft refresh before finalization and the upcoming-invoice preview all price
+through here, so they can never disagree about an amount.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from invoicing import money
+
+
+@dataclass
+class LineDraft:
+    charge: object
+    charge_type: str
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    position: int
+
+
+@dataclass
+class InvoiceDraft:
+    subscription: object
+    period_start: datetime
+    period_end: datetime
+    currency: str
+    tax_rate: Decimal
+    tax_reason: str
+    lines: list[LineDraft] = field(default_factory=list)
+    subtotal: Decimal = Decimal(0)
+    tax_amount: Decimal = Decimal(0)
+    total: Decimal = Decimal(0)
+
+
+def last_day(period_end: datetime):
+    """The period's last day: [start, end) ends the instant before `end`."""
+    return (period_end - timedelta(microseconds=1)).date()
+
+
+def price_line(charge, quantity: Decimal, currency: str, position: int) -> LineDraft:
+    if charge.charge_type == "FIXED":
+        quantity = Decimal(1)
+    description = charge.description or (charge.meter.name if charge.meter_id else "Subscription fee")
+    return LineDraft(
+        charge=charge,
+        charge_type=charge.charge_type,
+        description=description,
+        quantity=quantity,
+        unit_price=charge.unit_price,
+        amount=money.multiply(quantity, charge.unit_price, currency),
+        position=position,
+    )
+
+
+def totals(amounts: list[Decimal], tax_rate: Decimal, currency: str) -> tuple[Decimal, Decimal, Decimal]:
+    """(subtotal, tax_amount, total): tax is rounded once, on the subtotal, not per line."""
+    subtotal = sum(amounts, Decimal(0))
+    tax_amount = money.percent_of(subtotal, tax_rate, currency)
+    return subtotal, tax_amount, subtotal + tax_amount
+
+
+def price_period(subscription, charges, period, quantities: dict, tax: tuple[Decimal, str]) -> InvoiceDraft:
+    """`quantities` maps each USAGE charge's id to its aggregated quantity for the period."""
+    currency = subscription.plan.currency
+    draft = InvoiceDraft(subscription, period[0], period[1], currency, tax_rate=tax[0], tax_reason=tax[1])
+    for position, charge in enumerate(charges):
+        quantity = quantities.get(charge.id, Decimal(0))
+        draft.lines.append(price_line(charge, quantity, currency, position))
+    draft.subtotal, draft.tax_amount, draft.total = totals(
+        [line.amount for line in draft.lines], draft.tax_rate, currency
+    )
+    return draft

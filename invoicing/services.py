@@ -1,0 +1,177 @@
+"""Invoice lifecycle: DRAFT -> FINALIZED -> PAID, and DRAFT or FINALIZED -> VOID (spec section 4).
+
+A draft is refreshed from the events until it is finalized, so usage that arrives late but belongs
+to the period is billed; once finalized, an invoice never changes again.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from invoicing import money
+from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
+from invoicing.pricing import totals
+from invoicing.selectors import drafts_due_for_finalization
+from invoicing.worker_log import new_run_id, run_logger
+from metering.selectors import UsageQuestion, aggregate_usage
+
+
+class InvoiceStateError(Exception):
+    """A transition the invoice's status does not allow; the message says why."""
+
+
+ALLOWED = {
+    "finalize": {Invoice.Status.DRAFT},
+    "void": {Invoice.Status.DRAFT, Invoice.Status.FINALIZED},
+    "mark_paid": {Invoice.Status.FINALIZED},
+}
+_ALREADY = {Invoice.Status.FINALIZED: "finalized", Invoice.Status.PAID: "paid", Invoice.Status.VOID: "void"}
+
+
+def _check(invoice: Invoice, action: str) -> None:
+    if invoice.status in ALLOWED[action]:
+        return
+    if action == "mark_paid" and invoice.status == Invoice.Status.DRAFT:
+        raise InvoiceStateError(f"{invoice.number} is a draft: finalize it before marking it paid")
+    raise InvoiceStateError(f"{invoice.number} is already {_ALREADY[invoice.status]}")
+
+
+def _locked(invoice_id: int) -> Invoice:
+    return Invoice.objects.select_for_update().get(id=invoice_id)
+
+
+def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
+    """Recompute the usage lines of these drafts from the events (a few queries for the lot).
+
+    The unit price and tax rate stay as they were when the draft was issued. Returns the
+    (invoice, old total) pairs whose total changed. Callers hold the invoices' row locks."""
+    usage_lines, questions = [], []
+    for invoice in invoices:
+        if invoice.status != Invoice.Status.DRAFT:
+            raise InvoiceStateError(f"{invoice.number} is not a draft; it cannot be refreshed")
+        for line in invoice.line_items.all():
+            if line.charge_type == "USAGE":
+                usage_lines.append(line)
+                questions.append(
+                    UsageQuestion(
+                        customer_id=invoice.customer_id,
+                        code=line.charge.meter.code,
+                        aggregation_type=line.charge.meter.aggregation_type,
+                        period_start=invoice.period_start,
+                        period_end=invoice.period_end,
+                        subscription_id=invoice.subscription_id,
+                    )
+                )
+    for line, quantity in zip(usage_lines, aggregate_usage(questions), strict=True):
+        line.quantity = quantity
+        line.amount = money.multiply(quantity, line.unit_price, line.invoice.currency)
+    InvoiceLineItem.objects.bulk_update(usage_lines, ["quantity", "amount"])
+
+    changed = []
+    for invoice in invoices:
+        old_total = invoice.total
+        invoice.subtotal, invoice.tax_amount, invoice.total = totals(
+            [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
+        )
+        if invoice.total != old_total:
+            changed.append((invoice, old_total))
+    Invoice.objects.bulk_update(invoices, ["subtotal", "tax_amount", "total", "updated_at"])
+    return changed
+
+
+def _with_lines(queryset):
+    return queryset.select_related("customer").prefetch_related(
+        Prefetch("line_items", queryset=InvoiceLineItem.objects.select_related("charge__meter", "invoice"))
+    )
+
+
+def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
+    """Refresh a draft's usage one last time, then finalize it."""
+    with transaction.atomic():
+        invoice = _locked(invoice_id)
+        _check(invoice, "finalize")
+        invoice = _with_lines(Invoice.objects.filter(id=invoice_id)).get()
+        refresh_drafts([invoice])
+        invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
+        invoice.save(update_fields=["status", "finalized_at", "updated_at"])
+    return invoice
+
+
+def void_invoice(invoice_id: int, now: datetime) -> Invoice:
+    with transaction.atomic():
+        invoice = _locked(invoice_id)
+        _check(invoice, "void")
+        invoice.status, invoice.voided_at = Invoice.Status.VOID, now
+        invoice.save(update_fields=["status", "voided_at", "updated_at"])
+    return invoice
+
+
+def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
+    with transaction.atomic():
+        invoice = _locked(invoice_id)
+        _check(invoice, "mark_paid")
+        invoice.status, invoice.paid_at = Invoice.Status.PAID, now
+        invoice.save(update_fields=["status", "paid_at", "updated_at"])
+    return invoice
+
+
+@dataclass
+class FinalizeResult:
+    run_id: str
+    finalized: list[Invoice] = field(default_factory=list)
+    refreshed: list[tuple[Invoice, object]] = field(default_factory=list)
+
+
+def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResult:
+    """Finalize every draft whose scheduled_finalize_at has passed, in skip-locked batches."""
+    result = FinalizeResult(run_id=new_run_id())
+    log = run_logger("invoice_finalizer", result.run_id)
+    run = WorkerRun.objects.create(
+        worker="invoice_finalizer", run_id=result.run_id, billed_at=now, started_at=timezone.now()
+    )
+    log.info("🚀 Invoice finalization started")
+    status, error = WorkerRun.Status.FAILED, ""
+    try:
+        while True:
+            with transaction.atomic():
+                ids = list(
+                    drafts_due_for_finalization(now)
+                    .select_for_update(skip_locked=True)
+                    .order_by("scheduled_finalize_at", "id")
+                    .values_list("id", flat=True)[:batch_size]
+                )
+                if not ids:
+                    break
+                invoices = list(_with_lines(Invoice.objects.filter(id__in=ids)).order_by("id"))
+                changed = refresh_drafts(invoices)
+                for invoice in invoices:
+                    invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
+                Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
+            for invoice, old_total in changed:
+                log.info(
+                    f"🔄 Refreshed {invoice.number} | late usage | total="
+                    f"{money.format_money(old_total, invoice.currency)} -> "
+                    f"{money.format_money(invoice.total, invoice.currency)}"
+                )
+            for invoice in invoices:
+                log.info(
+                    f"✅ Finalized {invoice.number} | customer={invoice.customer.name} "
+                    f"| total={money.format_money(invoice.total, invoice.currency)}"
+                )
+            result.finalized += invoices
+            result.refreshed += changed
+        status = WorkerRun.Status.SUCCEEDED
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error(f"💥 Run failed | error={error}")
+        raise
+    finally:
+        count = len(result.finalized)
+        run.status, run.error, run.finished_at = status, error, timezone.now()
+        run.processed = run.successful = run.invoices_created = count
+        run.save()
+        log.info(f"🏁 Completed | processed={count} | successful={count} | failed=0")
+    return result

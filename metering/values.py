@@ -1,0 +1,49 @@
+"""What a meter reads out of an event's properties, checked and typed once at ingestion."""
+
+import json
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+QUANTITY_PLACES = Decimal("1E-10")
+
+
+class InvalidEventValue(ValueError):
+    pass
+
+
+def meter_values(meter, properties: dict) -> tuple[Decimal | None, str | None]:
+    """(value, value_text) to store with an event of this meter."""
+    if meter.aggregation_type == "COUNT":
+        return None, None
+    if not isinstance(properties, dict) or meter.field_name not in properties:
+        raise InvalidEventValue(f"properties.{meter.field_name} is required by meter {meter.code}")
+    raw = properties[meter.field_name]
+    if meter.aggregation_type == "UNIQUE_COUNT":
+        if raw is None or isinstance(raw, (dict, list)):
+            raise InvalidEventValue(f"properties.{meter.field_name} must be a string or a number")
+        text = raw if isinstance(raw, str) else json.dumps(raw)
+        if len(text) > 255:
+            raise InvalidEventValue(f"properties.{meter.field_name} is longer than 255 characters")
+        return None, text
+    return numeric_value(raw, f"properties.{meter.field_name}"), None
+
+
+def numeric_value(raw, field: str) -> Decimal:
+    # bool is an int in Python; true/false is not a quantity.
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str, Decimal)):
+        raise InvalidEventValue(f"{field} must be a number")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        raise InvalidEventValue(f"{field} must be a number") from None
+    if not value.is_finite():
+        raise InvalidEventValue(f"{field} must be a finite number")
+    if abs(value) >= Decimal("1E20"):
+        raise InvalidEventValue(f"{field} is too large")
+    return value.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+
+
+def to_quantity(raw) -> Decimal:
+    """A quantity from the database (Decimal on PostgreSQL, int or float on SQLite)."""
+    if raw is None:
+        return Decimal(0).quantize(QUANTITY_PLACES)
+    return Decimal(str(raw)).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)

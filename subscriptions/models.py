@@ -1,0 +1,189 @@
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
+from django_countries.fields import CountryField
+
+
+class Address(models.Model):
+    address_line1 = models.CharField(max_length=200, blank=True)
+    address_line2 = models.CharField(max_length=200, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    state = models.CharField(max_length=100, blank=True, help_text="State or region code, e.g. TX")
+    country = CountryField()
+
+    class Meta:
+        abstract = True
+
+    def address_lines(self) -> list[str]:
+        city_line = " ".join(p for p in (self.postal_code, self.city, self.state) if p)
+        parts = [self.address_line1, self.address_line2, city_line, self.country.name]
+        return [p for p in parts if p]
+
+
+def currency_is_three_letters(field: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=Exact(Length(field), 3), name=f"%(app_label)s_%(class)s_{field}_iso4217"
+    )
+
+
+class Organization(Address):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    tax_id = models.CharField(max_length=50, blank=True)
+    default_currency = models.CharField(max_length=3, default="EUR")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [currency_is_three_letters("default_currency")]
+
+    def __str__(self):
+        return self.name
+
+
+class Customer(Address):
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="customers")
+    external_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True)
+    tax_id = models.CharField(max_length=50, blank=True, help_text="VAT number, with its country prefix")
+    tax_exempt = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "external_id"], name="customer_external_id_unique_per_org"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Plan(models.Model):
+    class Interval(models.TextChoices):
+        DAY = "day"
+        WEEK = "week"
+        MONTH = "month"
+        QUARTER = "quarter"
+        YEAR = "year"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="plans")
+    code = models.CharField(max_length=100)
+    name = models.CharField(max_length=200)
+    interval = models.CharField(max_length=10, choices=Interval.choices)
+    currency = models.CharField(max_length=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "code"], name="plan_code_unique_per_org"),
+            models.CheckConstraint(
+                condition=Q(interval__in=["day", "week", "month", "quarter", "year"]),
+                name="plan_interval_valid",
+            ),
+            currency_is_three_letters("currency"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.code})"
+
+
+class Charge(models.Model):
+    class ChargeType(models.TextChoices):
+        FIXED = "FIXED"
+        USAGE = "USAGE"
+
+    class PricingModel(models.TextChoices):
+        # GRADUATED, VOLUME and PACKAGE come later; the field exists so they need no redesign.
+        PER_UNIT = "PER_UNIT"
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="charges")
+    charge_type = models.CharField(max_length=10, choices=ChargeType.choices)
+    meter = models.ForeignKey(
+        "metering.Meter", on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
+    )
+    unit_price = models.DecimalField(max_digits=24, decimal_places=10)
+    description = models.CharField(max_length=200, blank=True)
+    pricing_model = models.CharField(
+        max_length=20, choices=PricingModel.choices, default=PricingModel.PER_UNIT
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="charge_unit_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(charge_type="FIXED", meter__isnull=True)
+                | Q(charge_type="USAGE", meter__isnull=False),
+                name="charge_meter_only_for_usage",
+            ),
+            models.CheckConstraint(condition=Q(pricing_model="PER_UNIT"), name="charge_pricing_model_known"),
+        ]
+
+    def __str__(self):
+        return self.description or f"{self.charge_type} charge"
+
+
+class Subscription(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "ACTIVE"
+        CANCELED = "CANCELED"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="subscriptions")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    external_id = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    billing_anchor = models.DateTimeField()
+    current_period_start = models.DateTimeField()
+    current_period_end = models.DateTimeField()
+    cancel_at_period_end = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "external_id"], name="subscription_external_id_unique_per_org"
+            ),
+            models.CheckConstraint(
+                condition=Q(current_period_end__gt=F("current_period_start")),
+                name="subscription_period_not_empty",
+            ),
+            models.CheckConstraint(
+                condition=Q(current_period_start__gte=F("billing_anchor")),
+                name="subscription_period_after_anchor",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="ACTIVE", canceled_at__isnull=True)
+                | Q(status="CANCELED", canceled_at__isnull=False),
+                name="subscription_canceled_at_iff_canceled",
+            ),
+        ]
+        indexes = [
+            # The invoice run's claim query: ACTIVE and current_period_end <= now.
+            models.Index(fields=["status", "current_period_end"], name="subscription_due_idx"),
+        ]
+
+    def __str__(self):
+        return self.external_id
+
+
+class ApiKey(models.Model):
+    """An organization's API key. Only a SHA-256 digest is stored: the keys are long random
+    strings, so a fast hash is enough and lookups stay cheap."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.organization})"

@@ -1,0 +1,54 @@
+"""Billing periods are calendar periods counted from the billing anchor.
+
+Boundary k is always `anchor + k * interval`, never `previous end + interval`: a monthly
+subscription anchored on Jan 31 renews Feb 28 (29 in a leap year), Mar 31, Apr 30, rather than
+drifting to the 28th for good after February.
+"""
+
+from datetime import datetime, timedelta
+
+from dateutil.relativedelta import relativedelta
+
+_STEPS = {
+    "day": relativedelta(days=1),
+    "week": relativedelta(weeks=1),
+    "month": relativedelta(months=1),
+    "quarter": relativedelta(months=3),
+    "year": relativedelta(years=1),
+}
+_APPROX = {
+    "day": timedelta(days=1),
+    "week": timedelta(weeks=1),
+    "month": timedelta(days=30.436875),
+    "quarter": timedelta(days=91.310625),
+    "year": timedelta(days=365.2425),
+}
+
+
+def boundary(anchor: datetime, interval: str, k: int) -> datetime:
+    return anchor + _STEPS[interval] * k
+
+
+def first_period(anchor: datetime, interval: str) -> tuple[datetime, datetime]:
+    return anchor, boundary(anchor, interval, 1)
+
+
+def next_period(anchor: datetime, interval: str, period_end: datetime) -> tuple[datetime, datetime]:
+    """The period that starts where the one ending at `period_end` ended."""
+    k = max(1, int((period_end - anchor) / _APPROX[interval]))
+    while k > 1 and boundary(anchor, interval, k - 1) > period_end:
+        k -= 1
+    while boundary(anchor, interval, k) <= period_end:
+        k += 1
+    return period_end, boundary(anchor, interval, k)
+
+
+def periods_due(
+    anchor: datetime, interval: str, start: datetime, end: datetime, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """Every period from [start, end) on whose end has passed, in order (catch-up after an outage)."""
+    due = []
+    while end <= now:
+        due.append((start, end))
+        start, end = next_period(anchor, interval, end)
+    return due
