@@ -18,7 +18,7 @@ from metering.values import to_quantity
 # SQLite allows 32,766 bound parameters per statement; six per question keeps us well below.
 CHUNK = 2000
 
-_AGGREGATES = {
+AGGREGATE_SQL = {
     "COUNT": "COUNT(*)",
     "SUM": "SUM(e.value)",
     "MIN": "MIN(e.value)",
@@ -76,7 +76,7 @@ def _run(aggregation_type: str, numbered: list[tuple[int, UsageQuestion]]):
         )
         sql = f"SELECT i, value FROM ({inner}) latest WHERE rn = 1"
     else:
-        sql = join.format(select=f"t.i, {_AGGREGATES[aggregation_type]}") + " GROUP BY t.i"
+        sql = join.format(select=f"t.i, {AGGREGATE_SQL[aggregation_type]}") + " GROUP BY t.i"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()

@@ -1,0 +1,553 @@
+"""The invoice-run benchmark behind `manage.py bench_invoice_run` (spec section 6).
+
+It builds its own data set in a database of its own (it refuses any database that holds other
+data), measures the floor -- the bare SQL that aggregates the same events per customer, meter and
+period, fetched into this process -- and then times the real invoice run in worker processes,
+counting every query they send and their peak memory.
+"""
+
+import json
+import multiprocessing
+import os
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, connections
+
+MARKER_TABLE = "bench_invoice_run_marker"
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+PERIOD_END = datetime(2025, 2, 1, tzinfo=UTC)
+BILL_AT = PERIOD_END + timedelta(hours=1)
+# The usage meters of the plan, in this order: the first three are what section 6 measures.
+AGGREGATION_CYCLE = ["COUNT", "SUM", "MAX", "UNIQUE_COUNT", "AVG", "MIN", "LATEST"]
+# Customers of three tax situations, so the run prices domestic VAT, EU B2C and outside scope.
+COUNTRIES = ["DE", "DE", "DE", "FR", "US"]
+# Event timestamps are drawn from this many distinct instants spread over the billed month.
+TIMESTAMP_POOL = 65_536
+
+
+class BenchError(Exception):
+    """Bad input or a database the benchmark must not touch; the message names the option."""
+
+
+@dataclass
+class Result:
+    subscriptions: int
+    events: int
+    fixed_charges: int
+    usage_charges: int
+    aggregations: list
+    workers: int
+    batch_size: int
+    vendor: str
+    invoices: int
+    wall_s: float
+    subscriptions_per_s: float
+    queries_total: int
+    queries_per_subscription: float
+    peak_rss_mb: float
+    sql_floor_s: float
+    ratio_to_floor: float
+    setup_s: float
+
+
+# -- the benchmark database --------------------------------------------------------------------
+
+
+def use_bench_database(name: str) -> str:
+    """Point Django's default connection at a fresh benchmark database called `name` (a file
+    path on SQLite), creating it. A database that holds anything but an earlier benchmark's data
+    is refused."""
+    conn = connections["default"]
+    conn.close()
+    if conn.vendor == "postgresql":
+        _recreate_postgres(conn.settings_dict, name)
+    elif conn.vendor == "sqlite":
+        name = str(Path(name).resolve())
+        _recreate_sqlite(name)
+    else:  # pragma: no cover - the project runs on PostgreSQL and SQLite only
+        raise BenchError(f"--database: the benchmark supports PostgreSQL and SQLite, not {conn.vendor}")
+    # connection.settings_dict is the very dict in settings.DATABASES, so this moves everything.
+    conn.settings_dict["NAME"] = name
+    if "TEST" in conn.settings_dict:
+        conn.settings_dict["TEST"]["NAME"] = None
+    call_command("migrate", verbosity=0, interactive=False)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (created_at varchar(40))")
+        cursor.execute(f"INSERT INTO {MARKER_TABLE} VALUES (%s)", [datetime.now(UTC).isoformat()])
+    return name
+
+
+def _recreate_postgres(settings_dict: dict, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    params = {
+        "host": settings_dict.get("HOST") or None,
+        "port": settings_dict.get("PORT") or None,
+        "user": settings_dict.get("USER") or None,
+        "password": settings_dict.get("PASSWORD") or None,
+    }
+    params = {k: v for k, v in params.items() if v}
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as server:
+        exists = server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists:
+            with psycopg.connect(dbname=name, autocommit=True, **params) as bench:
+                tables = {
+                    row[0]
+                    for row in bench.execute(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                    )
+                }
+            if tables and MARKER_TABLE not in tables:
+                raise BenchError(
+                    f"--database: {name} holds other data ({len(tables)} tables); "
+                    "the benchmark only uses an empty database or one it created"
+                )
+            server.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _recreate_sqlite(path: str) -> None:
+    if os.path.exists(path):
+        with sqlite3.connect(path) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        db.close()
+        if tables and MARKER_TABLE not in tables:
+            raise BenchError(
+                f"--database: {path} holds other data ({len(tables)} tables); "
+                "the benchmark only uses an empty database or one it created"
+            )
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+
+
+# -- the data set ------------------------------------------------------------------------------
+
+
+def build_data_set(subscriptions: int, events: int, fixed: int, aggregations: list[str], progress) -> None:
+    """One organization, one monthly plan with the given charges, one customer and one
+    subscription per customer, all due; `events` usage events spread evenly over customers and
+    usage meters inside the billed month."""
+    from invoicing.models import TaxRate
+    from metering.models import Meter
+    from subscriptions.models import Charge, Organization, Plan
+
+    org = Organization.objects.create(
+        name="Bench GmbH", slug="bench", country="DE", city="Berlin", tax_id="DE136695976"
+    )
+    TaxRate.objects.get_or_create(country="US", region="", valid_from=T0.date(), defaults={"rate": 0})
+    plan = Plan.objects.create(organization=org, code="bench", name="Bench", interval="month", currency="EUR")
+    meters = []
+    for i, aggregation in enumerate(aggregations):
+        meters.append(
+            Meter.objects.create(
+                organization=org,
+                code=f"meter_{i}",
+                name=f"Meter {i} ({aggregation.lower()})",
+                aggregation_type=aggregation,
+                field_name=None if aggregation == "COUNT" else "value",
+            )
+        )
+    position = 0
+    for i in range(fixed):
+        Charge.objects.create(
+            plan=plan,
+            charge_type="FIXED",
+            unit_price=Decimal("29.00") + i,
+            description=f"Base fee {i}",
+            position=position,
+        )
+        position += 1
+    for i, meter in enumerate(meters):
+        Charge.objects.create(
+            plan=plan,
+            charge_type="USAGE",
+            meter=meter,
+            unit_price=Decimal("0.0125") * (i + 1),
+            position=position,
+        )
+        position += 1
+
+    copy = _postgres_copy if connection.vendor == "postgresql" else _sqlite_insert
+    now = stamp(datetime.now(UTC))
+    customers = (
+        (
+            org.id,
+            f"cust-{n}",
+            f"Customer {n}",
+            f"c{n}@bench.test",
+            "",
+            "",
+            "Town",
+            "",
+            "",
+            COUNTRIES[n % len(COUNTRIES)],
+            "",
+            False,
+            now,
+        )
+        for n in range(subscriptions)
+    )
+    copy(
+        "subscriptions_customer",
+        [
+            "organization_id",
+            "external_id",
+            "name",
+            "email",
+            "tax_id",
+            "address_line1",
+            "city",
+            "address_line2",
+            "postal_code",
+            "country",
+            "state",
+            "tax_exempt",
+            "created_at",
+        ],
+        customers,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT MIN(id) FROM subscriptions_customer")
+        first_customer = cursor.fetchone()[0]
+    subs = (
+        (
+            org.id,
+            first_customer + n,
+            plan.id,
+            f"sub-{n}",
+            "ACTIVE",
+            stamp(T0),
+            stamp(T0),
+            stamp(PERIOD_END),
+            False,
+            now,
+        )
+        for n in range(subscriptions)
+    )
+    copy(
+        "subscriptions_subscription",
+        [
+            "organization_id",
+            "customer_id",
+            "plan_id",
+            "external_id",
+            "status",
+            "billing_anchor",
+            "current_period_start",
+            "current_period_end",
+            "cancel_at_period_end",
+            "created_at",
+        ],
+        subs,
+    )
+    _copy_events(org.id, first_customer, subscriptions, events, meters, progress)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
+
+
+def _event_rows(org_id, first_customer, customers, events, meters):
+    """Event i belongs to customer i mod N and to usage meter (i div N) mod K: every customer
+    gets the same share of every meter. Values are small integers, unique keys repeat."""
+    span = (PERIOD_END - T0).total_seconds()
+    stamps = [stamp(T0 + timedelta(seconds=int(span * k / TIMESTAMP_POOL))) for k in range(TIMESTAMP_POOL)]
+    kinds = [(m.code, m.aggregation_type) for m in meters]
+    for i in range(events):
+        code, aggregation = kinds[(i // customers) % len(kinds)]
+        moment = stamps[(i * 40_503) % TIMESTAMP_POOL]
+        n = i % 97
+        if aggregation == "COUNT":
+            props, value, text = "{}", None, None
+        elif aggregation == "UNIQUE_COUNT":
+            props, value, text = f'{{"value": "u{n % 13}"}}', None, f"u{n % 13}"
+        else:
+            props, value, text = f'{{"value": {n}}}', n, None
+        yield (org_id, first_customer + i % customers, code, moment, props, f"evt-{i}", moment, value, text)
+
+
+EVENT_COLUMNS = [
+    "organization_id",
+    "customer_id",
+    "code",
+    "timestamp",
+    "properties",
+    "transaction_id",
+    "received_at",
+    "value",
+    "value_text",
+]
+
+
+def _copy_events(org_id, first_customer, customers, events, meters, progress) -> None:
+    if not meters or not customers:
+        return
+    rows = _event_rows(org_id, first_customer, customers, events, meters)
+    if connection.vendor != "postgresql":
+        _sqlite_insert("metering_usageevent", EVENT_COLUMNS, progress(rows, total=events))
+        return
+    # Building the indexes once after the load is several times faster than maintaining them
+    # row by row; the constraints come back validated, exactly as the migrations defined them.
+    with connection.cursor() as cursor, _without_indexes(cursor, "metering_usageevent"):
+        _postgres_copy("metering_usageevent", EVENT_COLUMNS, progress(rows, total=events), cursor=cursor)
+
+
+@contextmanager
+def _without_indexes(cursor, table):
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype = 'f' DESC",
+        [table],
+    )
+    constraints = cursor.fetchall()
+    cursor.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s "
+        "AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)",
+        [table, table],
+    )
+    indexes = cursor.fetchall()
+    for name, _definition, _kind in constraints:
+        cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _definition in indexes:
+        cursor.execute(f'DROP INDEX "{name}"')
+    yield
+    cursor.execute("SET maintenance_work_mem = '512MB'")
+    for name, definition, _kind in reversed(constraints):
+        cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    for _name, definition in indexes:
+        cursor.execute(definition)
+
+
+def stamp(moment: datetime) -> str:
+    """A timestamp the way this database stores it (SQLite compares them as text)."""
+    return str(connection.ops.adapt_datetimefield_value(moment))
+
+
+def _copy_value(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _postgres_copy(table, columns, rows, cursor=None) -> None:
+    """COPY ... FROM STDIN in text format, written in large chunks."""
+    if cursor is None:
+        with connection.cursor() as own:
+            return _postgres_copy(table, columns, rows, own)
+    with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:  # psycopg's
+        chunk = []
+        for row in rows:
+            chunk.append("\t".join(map(_copy_value, row)))
+            if len(chunk) == 20_000:
+                copy.write("\n".join(chunk) + "\n")
+                chunk = []
+        if chunk:
+            copy.write("\n".join(chunk) + "\n")
+
+
+def _sqlite_insert(table, columns, rows) -> None:
+    """SQLite has no COPY: executemany in chunks, inside one transaction."""
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+    with connection.cursor() as cursor:
+        chunk = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == 20_000:
+                cursor.executemany(sql, chunk)
+                chunk = []
+        if chunk:
+            cursor.executemany(sql, chunk)
+
+
+# -- the floor ---------------------------------------------------------------------------------
+
+
+def measure_sql_floor() -> float:
+    """Seconds for the bare SQL that answers what the run asks of the events: per aggregation
+    type, one statement grouping the billed period's events by customer and meter, results
+    fetched. Run once to warm the cache the same way for both, then timed."""
+    from metering.models import Meter
+    from metering.selectors import AGGREGATE_SQL
+
+    by_type: dict[str, list[str]] = {}
+    for code, aggregation in (
+        Meter.objects.filter(charges__isnull=False).distinct().values_list("code", "aggregation_type")
+    ):
+        by_type.setdefault(aggregation, []).append(code)
+    statements = []
+    for aggregation, codes in by_type.items():
+        where = f"code IN ({', '.join(['%s'] * len(codes))}) AND timestamp >= %s AND timestamp < %s"
+        params = [*codes, T0, PERIOD_END]
+        if aggregation == "LATEST":
+            sql = (
+                f"SELECT customer_id, code, value FROM (SELECT customer_id, code, value, ROW_NUMBER() OVER "
+                f"(PARTITION BY customer_id, code ORDER BY timestamp DESC, received_at DESC, id DESC) rn "
+                f"FROM metering_usageevent e WHERE {where}) latest WHERE rn = 1"
+            )
+        else:
+            sql = (
+                f"SELECT customer_id, code, {AGGREGATE_SQL[aggregation]} FROM metering_usageevent e "
+                f"WHERE {where} GROUP BY customer_id, code"
+            )
+        statements.append((sql, params))
+
+    def run():
+        with connection.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                cursor.fetchall()
+
+    run()
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+class QueryCounter:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def _worker(batch_size: int, log_path: str, pipe) -> None:
+    """One invoice-run process: what cron would start on one host."""
+    import logging
+
+    from invoicing.generator import InvoiceGenerator
+
+    logger = logging.getLogger("worker.invoice_generator")
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            # The run logs every invoice, as in production, but into the benchmark's own file.
+            handler.close()
+            handler.baseFilename = log_path
+        elif isinstance(handler, logging.StreamHandler):
+            logger.removeHandler(handler)
+    counter = QueryCounter()
+    try:
+        with connection.execute_wrapper(counter):
+            result = InvoiceGenerator(batch_size=batch_size).process_due_subscriptions(BILL_AT)
+        pipe.send((counter.count, result.successful, result.failed, len(result.invoices), None))
+    except Exception as exc:  # the parent reports it; a traceback in a child is easy to miss
+        pipe.send((counter.count, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
+    finally:
+        connection.close()
+        pipe.close()
+
+
+def run_invoice_run(workers: int, batch_size: int, log_dir: str) -> dict:
+    """Start `workers` processes that each call process_due_subscriptions on the same data."""
+    connections.close_all()  # a forked child must open its own connection
+    context = multiprocessing.get_context("fork")
+    started = time.perf_counter()
+    processes, pipes = [], []
+    for n in range(workers):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker, args=(batch_size, os.path.join(log_dir, f"invoice_generator.{n}.log"), sender)
+        )
+        process.start()
+        sender.close()
+        processes.append(process)
+        pipes.append(receiver)
+    reports = [pipe.recv() for pipe in pipes]
+    for process in processes:
+        process.join()
+    wall = time.perf_counter() - started
+    errors = [report[4] for report in reports if report[4]]
+    if errors:
+        raise BenchError(f"the invoice run failed: {errors[0]}")
+    return {
+        "wall_s": wall,
+        "queries_total": sum(r[0] for r in reports),
+        "successful": sum(r[1] for r in reports),
+        "failed": sum(r[2] for r in reports),
+        "invoices": sum(r[3] for r in reports),
+        # ru_maxrss is in KiB on Linux; for children it is the largest single child.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def parse_charges(text: str) -> tuple[int, int]:
+    """'1 fixed + 3 usage' -> (1, 3)."""
+    fixed = usage = 0
+    for part in text.split("+"):
+        words = part.split()
+        if len(words) != 2 or not words[0].isdigit() or words[1].lower() not in ("fixed", "usage"):
+            raise BenchError(f'--charges: expected something like "1 fixed + 3 usage", got "{text}"')
+        if words[1].lower() == "fixed":
+            fixed += int(words[0])
+        else:
+            usage += int(words[0])
+    if fixed + usage == 0:
+        raise BenchError("--charges: a plan needs at least one charge")
+    return fixed, usage
+
+
+def benchmark(
+    *, subscriptions, events, fixed, usage, workers, batch_size, database, aggregations=None, progress
+) -> Result:
+    aggregations = aggregations or [AGGREGATION_CYCLE[i % len(AGGREGATION_CYCLE)] for i in range(usage)]
+    settings.DEBUG = False  # no query log kept in memory, whatever the environment says
+    setup_started = time.perf_counter()
+    use_bench_database(database)
+    build_data_set(subscriptions, events, fixed, aggregations, progress)
+    setup_s = time.perf_counter() - setup_started
+    floor = measure_sql_floor()
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
+        run = run_invoice_run(workers, batch_size, log_dir)
+    if run["successful"] != subscriptions or run["failed"]:
+        raise BenchError(
+            f"the invoice run billed {run['successful']} of {subscriptions} subscriptions "
+            f"({run['failed']} failed)"
+        )
+    wall = run["wall_s"]
+    return Result(
+        subscriptions=subscriptions,
+        events=events,
+        fixed_charges=fixed,
+        usage_charges=usage,
+        aggregations=aggregations,
+        workers=workers,
+        batch_size=batch_size,
+        vendor=connection.vendor,
+        invoices=run["invoices"],
+        wall_s=round(wall, 3),
+        subscriptions_per_s=round(subscriptions / wall, 1) if wall else 0.0,
+        queries_total=run["queries_total"],
+        queries_per_subscription=round(run["queries_total"] / subscriptions, 4) if subscriptions else 0.0,
+        peak_rss_mb=round(run["peak_rss_mb"], 1),
+        sql_floor_s=round(floor, 3),
+        ratio_to_floor=round(wall / floor, 2) if floor else 0.0,
+        setup_s=round(setup_s, 1),
+    )
+
+
+def result_line(result: Result) -> str:
+    return "RESULT " + json.dumps(asdict(result), sort_keys=False)
+
+
+def wants_progress_bar(stream=None) -> bool:
+    """A bar only on an interactive terminal: never in cron mail, CI output or a log file."""
+    stream = stream or sys.stderr
+    return stream.isatty() and sys.stdout.isatty()

@@ -1,0 +1,113 @@
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from tqdm import tqdm
+
+from invoicing import benchmark
+
+
+class Command(BaseCommand):
+    help = (
+        "Times the invoice run on a generated data set in a dedicated benchmark database and prints "
+        "a table and a last line RESULT {json}."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--subscriptions", type=int, default=1000, help="Due subscriptions (one per customer)"
+        )
+        parser.add_argument("--events", type=int, default=500_000, help="Usage events in the billed month")
+        parser.add_argument(
+            "--charges", default="1 fixed + 3 usage", help='Charges per plan, e.g. "1 fixed + 3 usage"'
+        )
+        parser.add_argument("--usage-charges", type=int, help="Shortcut for --charges '1 fixed + K usage'")
+        parser.add_argument(
+            "--aggregations",
+            help="Comma-separated aggregation types of the usage meters "
+            f"(default: cycle through {','.join(benchmark.AGGREGATION_CYCLE)})",
+        )
+        parser.add_argument("--workers", type=int, default=1, help="Invoice-run processes started at once")
+        parser.add_argument(
+            "--batch-size", type=int, default=1000, help="Subscriptions claimed per transaction"
+        )
+        parser.add_argument(
+            "--database",
+            help="Benchmark database: a name on the DATABASE_URL server (default billing_bench) or, on "
+            "SQLite, a file (default bench.sqlite3). It is dropped and recreated; one holding other "
+            "data is refused.",
+        )
+
+    def handle(self, *args, **options):
+        try:
+            result = self.run(options)
+        except benchmark.BenchError as exc:
+            raise CommandError(str(exc)) from exc
+        except DatabaseError as exc:
+            raise CommandError(
+                f"the benchmark could not use the database: {' '.join(str(exc).split())}"
+            ) from exc
+        self.print_table(result)
+        self.stdout.write(benchmark.result_line(result))
+
+    def run(self, options):
+        from django.db import connection
+
+        for name in ("subscriptions", "events", "workers", "batch_size"):
+            minimum = 0 if name == "events" else 1
+            if options[name] < minimum:
+                raise benchmark.BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
+        fixed, usage = benchmark.parse_charges(options["charges"])
+        if options["usage_charges"] is not None:
+            if options["usage_charges"] < 0:
+                raise benchmark.BenchError("--usage-charges: must be at least 0")
+            fixed, usage = 1, options["usage_charges"]
+        aggregations = None
+        if options["aggregations"]:
+            aggregations = [a.strip().upper() for a in options["aggregations"].split(",") if a.strip()]
+            unknown = set(aggregations) - set(benchmark.AGGREGATION_CYCLE)
+            if unknown or len(aggregations) != usage:
+                raise benchmark.BenchError(
+                    f"--aggregations: give {usage} of {', '.join(benchmark.AGGREGATION_CYCLE)}"
+                )
+        database = options["database"] or (
+            "billing_bench" if connection.vendor == "postgresql" else "bench.sqlite3"
+        )
+        show_bar = benchmark.wants_progress_bar()
+
+        def progress(rows, total):
+            return tqdm(rows, total=total, desc="events", unit="ev", unit_scale=True, disable=not show_bar)
+
+        return benchmark.benchmark(
+            subscriptions=options["subscriptions"],
+            events=options["events"],
+            fixed=fixed,
+            usage=usage,
+            aggregations=aggregations,
+            workers=options["workers"],
+            batch_size=options["batch_size"],
+            database=database,
+            progress=progress,
+        )
+
+    def print_table(self, result):
+        rows = [
+            ("database", f"{result.vendor}"),
+            ("subscriptions", f"{result.subscriptions:,}"),
+            ("events", f"{result.events:,}"),
+            (
+                "charges per plan",
+                f"{result.fixed_charges} fixed + {result.usage_charges} usage "
+                f"({', '.join(result.aggregations)})",
+            ),
+            ("workers x batch size", f"{result.workers} x {result.batch_size}"),
+            ("invoices created", f"{result.invoices:,}"),
+            ("data set built in", f"{result.setup_s:.1f} s"),
+            ("SQL floor", f"{result.sql_floor_s:.3f} s"),
+            ("invoice run (wall)", f"{result.wall_s:.3f} s"),
+            ("ratio to floor", f"{result.ratio_to_floor:.2f}x"),
+            ("subscriptions / s", f"{result.subscriptions_per_s:,.0f}"),
+            ("queries", f"{result.queries_total:,} ({result.queries_per_subscription:.4f} per subscription)"),
+            ("peak RSS (largest worker)", f"{result.peak_rss_mb:.1f} MB"),
+        ]
+        width = max(len(label) for label, _ in rows)
+        for label, value in rows:
+            self.stdout.write(f"{label.ljust(width)}  {value}")
