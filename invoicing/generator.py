@@ -24,14 +24,15 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from invoicing import money
-from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
+from invoicing.batch_writes import advance_subscriptions, insert_invoices, insert_lines
+from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers
 from invoicing.pricing import InvoiceDraft, last_day, price_period
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
 from invoicing.worker_log import new_run_id, run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
-from subscriptions.models import Charge, Subscription
+from subscriptions.models import Charge, Organization, Plan, Subscription
 from subscriptions.periods import next_period, periods_due
 
 FINALIZE_AFTER = timedelta(hours=1)
@@ -73,6 +74,9 @@ class InvoiceGenerator:
         self.stop_requested = False
         self._charges: dict[int, list[Charge]] = {}
         self._rates: TaxRateBook | None = None
+        self._plans: dict = {}
+        self._organizations: dict = {}
+        self._taxes: dict = {}
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -84,6 +88,7 @@ class InvoiceGenerator:
         result = RunResult(run_id=new_run_id())
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._rates = {}, TaxRateBook.load()
+        self._plans, self._organizations, self._taxes = {}, {}, {}
         if dry_run:
             return self._dry_run(now, subscription_id, result)
 
@@ -131,12 +136,13 @@ class InvoiceGenerator:
             if subscription_id is not None:
                 claim = claim.filter(id=subscription_id)
             subscriptions = list(
-                claim.select_related("customer", "plan", "organization")
+                claim.select_related("customer")
                 .select_for_update(skip_locked=True, of=("self",))
                 .order_by("current_period_end", "id")[: self.batch_size]
             )
             if not subscriptions:
                 return False
+            self._attach_plans_and_organizations(subscriptions)
             plans, failures = self._plan(subscriptions, now)
             written, write_failures = self._write(plans, now)
         # Log only after the commit: a line never claims an invoice that was rolled back.
@@ -205,9 +211,7 @@ class InvoiceGenerator:
             subscription = plan.subscription
             try:
                 for period in plan.periods:
-                    tax = calculate_tax(
-                        subscription.customer, subscription.organization, last_day(period[1]), self._rates
-                    )
+                    tax = self._tax(subscription.customer, subscription.organization, last_day(period[1]))
                     plan.drafts.append(
                         price_period(
                             subscription,
@@ -281,29 +285,56 @@ class InvoiceGenerator:
                 subscription.current_period_start = plan.next_start
                 subscription.current_period_end = plan.next_end
 
-        Invoice.objects.bulk_create(invoices)
+        insert_invoices(invoices)
         for invoice in invoices:
             lines += [
-                InvoiceLineItem(
-                    invoice_id=invoice.id,
-                    charge_id=line.charge.id,
-                    charge_type=line.charge_type,
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price=line.unit_price,
-                    amount=line.amount,
-                    position=line.position,
+                (
+                    invoice.id,
+                    line.charge.id,
+                    line.charge_type,
+                    line.description,
+                    line.quantity,
+                    line.unit_price,
+                    line.amount,
+                    line.position,
                 )
                 for line in invoice.drafted_lines
             ]
-        InvoiceLineItem.objects.bulk_create(lines)
-        Subscription.objects.bulk_update(
-            [plan.subscription for plan in plans],
-            ["current_period_start", "current_period_end", "status", "canceled_at"],
-        )
+            del invoice.drafted_lines  # the run keeps every invoice; it need not keep their drafts
+        insert_lines(lines)
+        advance_subscriptions([plan.subscription for plan in plans])
         return invoices_per_plan
 
     # -- reads ---------------------------------------------------------------------------------
+
+    def _attach_plans_and_organizations(self, subscriptions):
+        """Plans and organizations are few and shared by many subscriptions: load each once per
+        run (one query per batch that meets new ones) instead of once per subscription row."""
+        for model, cache, name in (
+            (Plan, self._plans, "plan"),
+            (Organization, self._organizations, "organization"),
+        ):
+            missing = {getattr(s, f"{name}_id") for s in subscriptions} - cache.keys()
+            if missing:
+                cache.update(model.objects.in_bulk(missing))
+            descriptor = getattr(Subscription, name).field
+            for subscription in subscriptions:
+                descriptor.set_cached_value(subscription, cache[getattr(subscription, f"{name}_id")])
+
+    def _tax(self, customer, organization, on):
+        """calculate_tax depends on these fields only; a run asks the same question many times."""
+        key = (
+            customer.tax_exempt,
+            str(customer.country),
+            customer.state,
+            customer.tax_id,
+            str(organization.country),
+            on,
+        )
+        tax = self._taxes.get(key)
+        if tax is None:
+            tax = self._taxes[key] = calculate_tax(customer, organization, on, self._rates)
+        return tax
 
     def _load_charges(self, plan_ids):
         missing = plan_ids - self._charges.keys()
@@ -327,11 +358,10 @@ class InvoiceGenerator:
             page = due_subscriptions(now).filter(id__gt=last_id)
             if subscription_id is not None:
                 page = page.filter(id=subscription_id)
-            subscriptions = list(
-                page.select_related("customer", "plan", "organization").order_by("id")[: self.batch_size]
-            )
+            subscriptions = list(page.select_related("customer").order_by("id")[: self.batch_size])
             if not subscriptions:
                 break
+            self._attach_plans_and_organizations(subscriptions)
             last_id = subscriptions[-1].id
             plans, failures = self._plan(subscriptions, now)
             for plan in plans:

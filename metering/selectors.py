@@ -1,22 +1,23 @@
 """Usage aggregation, done by the database.
 
-`aggregate_usage` answers many (customer, meter, period) questions with one statement per
-aggregation type: the questions go in as a VALUES list joined to the events, so a batch of
-subscriptions costs the same few queries whatever its size, and no event is ever loaded into Python.
+`aggregate_usage` answers many (customer, meter, period) questions with ONE statement whatever
+their number and aggregation types: the questions travel as arrays (PostgreSQL) or one JSON
+document (SQLite), and each question's quantity is a correlated subquery that the index
+`usage_event_period_cover_idx` (customer, code, timestamp, with the values it needs included)
+answers on its own, so a batch of subscriptions reads each of its events once, from the index
+alone, and no event is ever loaded into Python.
 """
 
-from collections import defaultdict
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
 
+from billing_project.sql_arrays import array_literal
 from metering.models import UsageEvent
 from metering.values import to_quantity
-
-# SQLite allows 32,766 bound parameters per statement; six per question keeps us well below.
-CHUNK = 2000
 
 AGGREGATE_SQL = {
     "COUNT": "COUNT(*)",
@@ -42,41 +43,68 @@ def aggregate_usage(questions: list[UsageQuestion]) -> list[Decimal]:
     """The quantity for each question, in order. Events count in [period_start, period_end):
     an event exactly on the end belongs to the next period. An event that names a subscription
     counts only for that subscription."""
+    if not questions:
+        return []
     answers = [to_quantity(None)] * len(questions)
-    by_type = defaultdict(list)
-    for i, q in enumerate(questions):
-        by_type[q.aggregation_type].append(i)
-    for aggregation_type, indexes in by_type.items():
-        for start in range(0, len(indexes), CHUNK):
-            chunk = indexes[start : start + CHUNK]
-            for i, raw in _run(aggregation_type, [(i, questions[i]) for i in chunk]):
-                answers[i] = to_quantity(raw)
+    sql, params = _statement(questions, sorted({q.aggregation_type for q in questions}))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for i, raw in cursor.fetchall():
+            answers[i] = to_quantity(raw)
     return answers
 
 
-def _run(aggregation_type: str, numbered: list[tuple[int, UsageQuestion]]):
-    adapt = connection.ops.adapt_datetimefield_value
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(numbered))
-    params = []
-    for i, q in numbered:
-        params += [i, q.customer_id, q.code, adapt(q.period_start), adapt(q.period_end), q.subscription_id]
+def _statement(questions, aggregation_types) -> tuple[str, list]:
     events = connection.ops.quote_name(UsageEvent._meta.db_table)
-    join = f"""
-        WITH t (i, customer_id, code, ps, pe, sub_id) AS (VALUES {rows})
-        SELECT {{select}} FROM t JOIN {events} e
-          ON e.customer_id = t.customer_id AND e.code = t.code
-         AND e.timestamp >= t.ps AND e.timestamp < t.pe
-         AND (e.subscription_id IS NULL OR e.subscription_id = t.sub_id)
-    """
-    if aggregation_type == "LATEST":
-        # The value of the event with the greatest timestamp; a tie goes to the one received last.
-        inner = join.format(
-            select="t.i, e.value, ROW_NUMBER() OVER (PARTITION BY t.i "
-            "ORDER BY e.timestamp DESC, e.received_at DESC, e.id DESC) AS rn"
+    matching = f"""FROM {events} e
+        WHERE e.customer_id = t.customer_id AND e.code = t.code
+          AND e.timestamp >= t.ps AND e.timestamp < t.pe
+          AND (e.subscription_id IS NULL OR e.subscription_id = t.sub_id)"""
+    branches = []
+    for aggregation_type in aggregation_types:
+        if aggregation_type == "LATEST":
+            # The value of the event with the greatest timestamp; a tie goes to the one received last.
+            subquery = (
+                f"SELECT e.value {matching} ORDER BY e.timestamp DESC, e.received_at DESC, e.id DESC LIMIT 1"
+            )
+        else:
+            subquery = f"SELECT {AGGREGATE_SQL[aggregation_type]} {matching}"
+        branches.append(f"WHEN '{aggregation_type}' THEN ({subquery})")
+    # CASE evaluates only the branch of each question's own aggregation type.
+    select = f"SELECT t.i, CASE t.agg {' '.join(branches)} END"
+    if connection.vendor == "postgresql":
+        source = (
+            "unnest(%s::int[], %s::bigint[], %s::text[], %s::text[], %s::timestamptz[], "
+            "%s::timestamptz[], %s::bigint[]) AS t (i, customer_id, code, agg, ps, pe, sub_id)"
         )
-        sql = f"SELECT i, value FROM ({inner}) latest WHERE rn = 1"
-    else:
-        sql = join.format(select=f"t.i, {AGGREGATE_SQL[aggregation_type]}") + " GROUP BY t.i"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+        params = [
+            array_literal(range(len(questions)), "int"),
+            array_literal([q.customer_id for q in questions], "bigint"),
+            array_literal([q.code for q in questions], "text"),
+            array_literal([q.aggregation_type for q in questions], "text"),
+            array_literal([q.period_start for q in questions], "timestamptz"),
+            array_literal([q.period_end for q in questions], "timestamptz"),
+            array_literal([q.subscription_id for q in questions], "bigint"),
+        ]
+        return f"{select} FROM {source}", params
+    # SQLite: one JSON parameter, whatever the number of questions (no bound-parameter limit).
+    adapt = connection.ops.adapt_datetimefield_value
+    document = json.dumps(
+        [
+            [
+                i,
+                q.customer_id,
+                q.code,
+                q.aggregation_type,
+                str(adapt(q.period_start)),
+                str(adapt(q.period_end)),
+                q.subscription_id,
+            ]
+            for i, q in enumerate(questions)
+        ]
+    )
+    columns = ", ".join(
+        f"json_extract(j.value, '$[{n}]') AS {name}"
+        for n, name in enumerate(["i", "customer_id", "code", "agg", "ps", "pe", "sub_id"])
+    )
+    return f"{select} FROM (SELECT {columns} FROM json_each(%s) j) t", [document]
