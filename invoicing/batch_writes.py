@@ -1,10 +1,13 @@
 """The invoice run's writes for a whole batch, one statement each whatever the batch's size.
 
-On PostgreSQL every column travels as one array and the statement unnests them: a batch of
-10,000 invoices costs three statements, and neither Django's per-object SQL compilation nor a
-CASE expression per row (what QuerySet.bulk_update builds) stands between us and the database.
-SQLite, the development database, goes through the ORM's bulk operations.
+The rows travel as one parameter per column: PostgreSQL unnests array literals, SQLite reads one
+JSON document with json_each. A batch of 10,000 invoices costs three statements, with neither
+Django's per-object SQL compilation, nor a CASE expression per row (what QuerySet.bulk_update
+builds, quadratic in the batch), nor SQLite's bound-parameter limit (which splits bulk_create
+into a number of statements that grows with the batch) in the way.
 """
+
+import json
 
 from django.db import connection
 from django.utils import timezone
@@ -37,36 +40,69 @@ LINE_COLUMNS = [
     ("amount", "numeric"),
     ("position", "smallint"),
 ]
+ADVANCE_COLUMNS = [
+    ("id", "bigint"),
+    ("current_period_start", "timestamptz"),
+    ("current_period_end", "timestamptz"),
+    ("status", "varchar"),
+    ("canceled_at", "timestamptz"),
+]
+
+
+def rows_source(columns, column_values) -> tuple[str, list]:
+    """A FROM item `v` with the given columns, and its parameters (one per column on PostgreSQL,
+    one in all on SQLite)."""
+    names = [name for name, _ in columns]
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+        params = [
+            array_literal(values, kind) for values, (_, kind) in zip(column_values, columns, strict=True)
+        ]
+        return f"unnest({arrays}) AS v ({', '.join(names)})", params
+    adapt = connection.ops.adapt_datetimefield_value
+    converted = []
+    for values, (_, kind) in zip(column_values, columns, strict=True):
+        if kind == "timestamptz":
+            values = [None if v is None else str(adapt(v)) for v in values]
+        elif kind == "numeric":
+            values = [None if v is None else str(v) for v in values]
+        converted.append(values)
+    selected = ", ".join(f"json_extract(j.value, '$[{n}]') AS {name}" for n, name in enumerate(names))
+    document = json.dumps(list(zip(*converted, strict=True)))
+    return f"(SELECT {selected} FROM json_each(%s) j) AS v", [document]
 
 
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _unnest(columns) -> tuple[str, str]:
-    names = ", ".join(connection.ops.quote_name(name) for name, _ in columns)
-    arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
-    return names, f"unnest({arrays})"
+def _columns(columns) -> str:
+    return ", ".join(connection.ops.quote_name(name) for name, _ in columns)
 
 
 def insert_invoices(invoices: list[Invoice]) -> None:
     """Insert DRAFT invoices that share issued_at and scheduled_finalize_at; sets their ids."""
     if not invoices:
         return
-    if connection.vendor != "postgresql":
-        Invoice.objects.bulk_create(invoices)
-        return
     first = invoices[0]
     created = timezone.now()
-    names, source = _unnest(INVOICE_COLUMNS)
-    arrays = [array_literal([getattr(i, name) for i in invoices], kind) for name, kind in INVOICE_COLUMNS]
+    source, params = rows_source(
+        INVOICE_COLUMNS, [[getattr(i, name) for i in invoices] for name, _ in INVOICE_COLUMNS]
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    constants = [
+        first.status,
+        *(adapt(t) for t in (first.issued_at, first.scheduled_finalize_at, created, created)),
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_table(Invoice)} ({names}, status, issued_at, scheduled_finalize_at, "
-            f"created_at, updated_at) SELECT *, %s, %s, %s, %s, %s FROM {source} "
+            f"INSERT INTO {_table(Invoice)} ({_columns(INVOICE_COLUMNS)}, status, issued_at, "
+            f"scheduled_finalize_at, created_at, updated_at) "
+            f"SELECT {', '.join(f'v.{name}' for name, _ in INVOICE_COLUMNS)}, %s, %s, %s, %s, %s "
+            f"FROM {source} "
             f"RETURNING organization_id, number, id",
-            # The scalars come first in the statement's text, so first in the parameters.
-            [first.status, first.issued_at, first.scheduled_finalize_at, created, created, *arrays],
+            # The constants come first in the statement's text, so first in the parameters.
+            [*constants, *params],
         )
         ids = {(organization_id, number): pk for organization_id, number, pk in cursor.fetchall()}
     for invoice in invoices:
@@ -79,20 +115,12 @@ def insert_lines(lines: list[tuple]) -> None:
     """Rows in LINE_COLUMNS order."""
     if not lines:
         return
-    if connection.vendor != "postgresql":
-        keys = [name for name, _ in LINE_COLUMNS]
-        InvoiceLineItem.objects.bulk_create(
-            [InvoiceLineItem(**dict(zip(keys, row, strict=True))) for row in lines]
-        )
-        return
-    names, source = _unnest(LINE_COLUMNS)
+    source, params = rows_source(LINE_COLUMNS, list(zip(*lines, strict=True)))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_table(InvoiceLineItem)} ({names}) SELECT * FROM {source}",
-            [
-                array_literal(column, kind)
-                for column, (_, kind) in zip(zip(*lines, strict=True), LINE_COLUMNS, strict=True)
-            ],
+            f"INSERT INTO {_table(InvoiceLineItem)} ({_columns(LINE_COLUMNS)}) "
+            f"SELECT {', '.join(f'v.{name}' for name, _ in LINE_COLUMNS)} FROM {source}",
+            params,
         )
 
 
@@ -100,22 +128,14 @@ def advance_subscriptions(subscriptions: list[Subscription]) -> None:
     """Store each subscription's new period, status and canceled_at in one UPDATE ... FROM."""
     if not subscriptions:
         return
-    fields = ["current_period_start", "current_period_end", "status", "canceled_at"]
-    if connection.vendor != "postgresql":
-        Subscription.objects.bulk_update(subscriptions, fields)
-        return
+    source, params = rows_source(
+        ADVANCE_COLUMNS, [[getattr(s, name) for s in subscriptions] for name, _ in ADVANCE_COLUMNS]
+    )
+    table = _table(Subscription)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(Subscription)} s SET current_period_start = v.ps, current_period_end = v.pe, "
-            f"status = v.status, canceled_at = v.canceled_at "
-            f"FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::varchar[], "
-            f"%s::timestamptz[]) AS v(id, ps, pe, status, canceled_at) WHERE s.id = v.id",
-            [
-                array_literal([getattr(s, name) for s in subscriptions], kind)
-                for name, kind in zip(
-                    ["id", *fields],
-                    ["bigint", "timestamptz", "timestamptz", "varchar", "timestamptz"],
-                    strict=True,
-                )
-            ],
+            f"UPDATE {table} SET current_period_start = v.current_period_start, "
+            f"current_period_end = v.current_period_end, status = v.status, canceled_at = v.canceled_at "
+            f"FROM {source} WHERE {table}.id = v.id",
+            params,
         )

@@ -532,12 +532,12 @@ def benchmark(
         batch_size=batch_size,
         vendor=connection.vendor,
         invoices=run["invoices"],
-        wall_s=round(wall, 3),
+        wall_s=round(wall, 4),
         subscriptions_per_s=round(subscriptions / wall, 1) if wall else 0.0,
         queries_total=run["queries_total"],
         queries_per_subscription=round(run["queries_total"] / subscriptions, 4) if subscriptions else 0.0,
         peak_rss_mb=round(run["peak_rss_mb"], 1),
-        sql_floor_s=round(floor, 3),
+        sql_floor_s=round(floor, 4),
         ratio_to_floor=round(wall / floor, 2) if floor else 0.0,
         setup_s=round(setup_s, 1),
     )
@@ -547,7 +547,8 @@ def result_line(result: Result) -> str:
     return "RESULT " + json.dumps(asdict(result), sort_keys=False)
 
 
-def wants_progress_bar(stream=None) -> bool:
-    """A bar only on an interactive terminal: never in cron mail, CI output or a log file."""
-    stream = stream or sys.stderr
-    return stream.isatty() and sys.stdout.isatty()
+def wants_progress_bar(stdout=None, stderr=None) -> bool:
+    """A bar (drawn on stderr) only when both streams are an interactive terminal: never in cron
+    mail, CI output or a log file, even when only one of the two is redirected."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    return stdout.isatty() and stderr.isatty()

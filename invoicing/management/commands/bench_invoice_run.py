@@ -1,3 +1,5 @@
+import sys
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from tqdm import tqdm
@@ -74,7 +76,15 @@ class Command(BaseCommand):
         show_bar = benchmark.wants_progress_bar()
 
         def progress(rows, total):
-            return tqdm(rows, total=total, desc="events", unit="ev", unit_scale=True, disable=not show_bar)
+            return tqdm(
+                rows,
+                total=total,
+                desc="events",
+                unit="ev",
+                unit_scale=True,
+                file=sys.stderr,
+                disable=not show_bar,
+            )
 
         return benchmark.benchmark(
             subscriptions=options["subscriptions"],

@@ -1,0 +1,181 @@
+"""bench_invoice_run, run the way CI and a person run it: as a command in its own process, on a
+tiny data set, in a benchmark database of its own."""
+
+import io
+import json
+import os
+import pty
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from invoicing.benchmark import parse_charges, wants_progress_bar
+
+MANAGE = Path(settings.BASE_DIR) / "manage.py"
+FIELDS = {
+    "subscriptions",
+    "events",
+    "wall_s",
+    "subscriptions_per_s",
+    "queries_total",
+    "queries_per_subscription",
+    "peak_rss_mb",
+    "sql_floor_s",
+    "ratio_to_floor",
+}
+
+
+def bench(*args, database_url=None):
+    env = {**os.environ, "DEBUG": "True"}  # the bench must force DEBUG off itself
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, str(MANAGE), "bench_invoice_run", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def result_of(completed) -> dict:
+    assert completed.returncode == 0, completed.stderr
+    last = completed.stdout.rstrip("\n").splitlines()[-1]
+    assert last.startswith("RESULT ")
+    return json.loads(last.removeprefix("RESULT "))
+
+
+def check(result, subscriptions, events, batch_size=1000, workers=1):
+    assert FIELDS <= result.keys()
+    assert (result["subscriptions"], result["events"], result["invoices"]) == (
+        subscriptions,
+        events,
+        subscriptions,
+    )
+    assert result["wall_s"] > 0 and result["sql_floor_s"] > 0
+    assert result["subscriptions_per_s"] == pytest.approx(subscriptions / result["wall_s"], rel=0.01)
+    # Both times are rounded to 0.1 ms, which on a tiny data set moves the ratio a little.
+    assert result["ratio_to_floor"] == pytest.approx(result["wall_s"] / result["sql_floor_s"], rel=0.1)
+    # A few statements per batch whatever its size (plus each worker's start, end and empty claim).
+    batches = -(-subscriptions // batch_size)
+    assert 5 <= result["queries_total"] <= 12 * batches + 10 * workers
+    assert result["queries_per_subscription"] == pytest.approx(
+        result["queries_total"] / subscriptions, abs=1e-3
+    )
+    assert 20 < result["peak_rss_mb"] < 300
+
+
+def test_bench_on_sqlite_prints_a_table_and_a_result_line_and_no_progress_bar(tmp_path):
+    database = tmp_path / "bench.sqlite3"
+    completed = bench(
+        "--subscriptions",
+        "20",
+        "--events",
+        "2000",
+        "--charges",
+        "1 fixed + 3 usage",
+        "--database",
+        str(database),
+        database_url=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+    )
+    result = result_of(completed)
+    check(result, 20, 2000)
+    assert (result["vendor"], result["fixed_charges"], result["usage_charges"]) == ("sqlite", 1, 3)
+    assert "invoice run (wall)" in completed.stdout
+    # Not a terminal: no bar, no carriage returns, nothing on stderr at all.
+    assert completed.stderr == ""
+    assert "\r" not in completed.stdout
+    # The run's own log lines went to a file of the benchmark, not into the output.
+    assert "Generated INV-" not in completed.stdout
+
+    # Run again: the database it created is recreated, not refused.
+    again = bench(
+        *("--subscriptions", "3", "--events", "30", "--database", str(database)),
+        database_url=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+    )
+    assert result_of(again)["invoices"] == 3
+
+
+def test_bench_refuses_a_database_that_holds_other_data(tmp_path):
+    precious = tmp_path / "precious.sqlite3"
+    with sqlite3.connect(precious) as db:
+        db.execute("CREATE TABLE customers (name text)")
+        db.execute("INSERT INTO customers VALUES ('keep me')")
+    db.close()
+
+    completed = bench(
+        "--subscriptions",
+        "2",
+        "--events",
+        "10",
+        "--database",
+        str(precious),
+        database_url=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+    )
+
+    assert completed.returncode != 0
+    assert completed.stderr.strip().splitlines()[-1].startswith("CommandError: --database:")
+    assert "holds other data" in completed.stderr
+    with sqlite3.connect(precious) as db:
+        assert db.execute("SELECT name FROM customers").fetchall() == [("keep me",)]
+    db.close()
+
+
+def test_bench_rejects_a_malformed_charges_option(tmp_path):
+    completed = bench("--charges", "three usage")
+    assert completed.returncode != 0
+    assert "--charges:" in completed.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_bench_on_postgresql_with_two_workers():
+    # A database of its own on the same server, named after the test database.
+    name = f"{connection.settings_dict['NAME']}_bench"[:63]
+    url = os.environ["DATABASE_URL"]
+    try:
+        completed = bench(
+            "--subscriptions",
+            "20",
+            "--events",
+            "2000",
+            "--workers",
+            "2",
+            "--batch-size",
+            "5",
+            "--database",
+            name,
+            database_url=url,
+        )
+        result = result_of(completed)
+        check(result, 20, 2000, batch_size=5, workers=2)
+        assert (result["vendor"], result["workers"]) == ("postgresql", 2)
+        assert completed.stderr == ""
+    finally:
+        server = {k: v for k, v in connection.get_connection_params().items() if k != "dbname"}
+        with psycopg.connect(**server, dbname="postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_the_progress_bar_is_only_for_a_terminal(tmp_path):
+    primary, secondary = pty.openpty()
+    try:
+        with open(secondary, "w", closefd=False) as terminal, open(tmp_path / "cron.log", "w") as log:
+            assert wants_progress_bar(terminal, terminal)
+            assert not wants_progress_bar(terminal, log)  # stderr into a log file
+            assert not wants_progress_bar(log, terminal)  # stdout into a log file
+            assert not wants_progress_bar(io.StringIO(), io.StringIO())
+    finally:
+        os.close(primary)
+        os.close(secondary)
+
+
+def test_charges_option():
+    assert parse_charges("1 fixed + 3 usage") == (1, 3)
+    assert parse_charges("2 usage") == (0, 2)
