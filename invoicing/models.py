@@ -1,5 +1,6 @@
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Round
 from django_countries.fields import CountryField
 
 from subscriptions.models import currency_is_three_letters
@@ -98,8 +99,10 @@ class Invoice(models.Model):
             models.CheckConstraint(
                 condition=Q(subtotal__gte=0, tax_amount__gte=0), name="invoice_amounts_not_negative"
             ),
+            # Rounded to the column's 4 places: SQLite keeps decimals as binary floats, where
+            # 262.87 + 56.48 != 319.35; on PostgreSQL's exact numeric the rounding changes nothing.
             models.CheckConstraint(
-                condition=Q(total=F("subtotal") + F("tax_amount")), name="invoice_total_adds_up"
+                condition=Q(total=Round(F("subtotal") + F("tax_amount"), 4)), name="invoice_total_adds_up"
             ),
             models.CheckConstraint(
                 condition=Q(tax_rate__gte=0, tax_rate__lte=100), name="invoice_tax_rate_percentage"
