@@ -11,7 +11,13 @@ from django.db import connection
 
 from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, TaxRate, WorkerRun
-from tests.factories import ChargeFactory, CustomerFactory, OrganizationFactory, PlanFactory, SubscriptionFactory
+from tests.factories import (
+    ChargeFactory,
+    CustomerFactory,
+    OrganizationFactory,
+    PlanFactory,
+    SubscriptionFactory,
+)
 
 SUBSCRIPTIONS = 40
 PERIODS_BEHIND = 3
@@ -42,7 +48,10 @@ def test_two_runs_at_once_bill_every_period_exactly_once_with_gapless_numbers():
     org = OrganizationFactory()
     plan = PlanFactory(organization=org)
     ChargeFactory(plan=plan, unit_price=Decimal("49.00"))
-    subs = [SubscriptionFactory(customer=CustomerFactory(organization=org), plan=plan) for _ in range(SUBSCRIPTIONS)]
+    subs = [
+        SubscriptionFactory(customer=CustomerFactory(organization=org), plan=plan)
+        for _ in range(SUBSCRIPTIONS)
+    ]
 
     meeting = threading.Barrier(2, timeout=20)
     generators = [MeetingGenerator(meeting, batch_size=3) for _ in range(2)]
@@ -71,7 +80,9 @@ def test_two_runs_at_once_bill_every_period_exactly_once_with_gapless_numbers():
     assert all(r.successful > 0 and r.failed == 0 for r in results)
     assert sum(r.successful for r in results) == SUBSCRIPTIONS
 
-    invoices = list(Invoice.objects.filter(organization=org).values_list("subscription_id", "period_start", "number"))
+    invoices = list(
+        Invoice.objects.filter(organization=org).values_list("subscription_id", "period_start", "number")
+    )
     assert len(invoices) == SUBSCRIPTIONS * PERIODS_BEHIND
     assert Counter((s, p) for s, p, _ in invoices) == Counter(
         {(s.id, datetime(2025, m, 1, tzinfo=UTC)): 1 for s in subs for m in (1, 2, 3)}

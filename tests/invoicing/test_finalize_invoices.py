@@ -52,7 +52,9 @@ def customer():
 
 
 def use(customer, code, at, received_at, **properties):
-    UsageEventFactory(customer=customer, code=code, timestamp=at, received_at=received_at, properties=properties)
+    UsageEventFactory(
+        customer=customer, code=code, timestamp=at, received_at=received_at, properties=properties
+    )
 
 
 def amounts(invoice):
@@ -137,7 +139,9 @@ def test_lifecycle_transitions_and_their_refusals(customer):
     finalize_invoice(second.id, at)
     assert void_invoice(second.id, at).status == "VOID"
     # DRAFT -> FINALIZED -> PAID
-    with pytest.raises(InvoiceStateError, match="^INV-2025-0003 is a draft: finalize it before marking it paid$"):
+    with pytest.raises(
+        InvoiceStateError, match="^INV-2025-0003 is a draft: finalize it before marking it paid$"
+    ):
         mark_invoice_paid(third.id, at)
     finalize_invoice(third.id, at)
     paid = mark_invoice_paid(third.id, at + timedelta(days=3))

@@ -13,13 +13,13 @@ from invoicing.models import Invoice, InvoiceNumberSequence, WorkerRun
 from metering.models import UsageEvent
 from subscriptions.models import Subscription
 from tests.factories import (
+    T0,
     ChargeFactory,
     CustomerFactory,
     MeterFactory,
     OrganizationFactory,
     PlanFactory,
     SubscriptionFactory,
-    T0,
     TaxRateFactory,
 )
 
@@ -112,20 +112,53 @@ class TestADenseRun:
 
         invoices = Invoice.objects.filter(organization=world).order_by("number")
         got = [
-            (i.number, i.customer.name, i.currency, i.subtotal, i.tax_rate, i.tax_reason, i.tax_amount, i.total)
+            (
+                i.number,
+                i.customer.name,
+                i.currency,
+                i.subtotal,
+                i.tax_rate,
+                i.tax_reason,
+                i.tax_amount,
+                i.total,
+            )
             for i in invoices
         ]
         assert got == [
             # 1500 x 0.002 = 3.00; 42.5 GB x 0.15 = 6.375 -> 6.38; 58.38 x 19% = 11.0922
-            ("INV-2025-0001", "Berliner Bäckerei GmbH", "EUR", D("58.38"), D("19"), "domestic", D("11.09"),
-             D("69.47")),
+            (
+                "INV-2025-0001",
+                "Berliner Bäckerei GmbH",
+                "EUR",
+                D("58.38"),
+                D("19"),
+                "domestic",
+                D("11.09"),
+                D("69.47"),
+            ),
             ("INV-2025-0002", "Marie Dupont", "EUR", D("49.50"), D("20"), "EU B2C", D("9.90"), D("59.40")),
-            ("INV-2025-0003", "Rotterdam Logistics B.V.", "EUR", D("84.00"), D("0"), "reverse charge",
-             D("0.00"), D("84.00")),
+            (
+                "INV-2025-0003",
+                "Rotterdam Logistics B.V.",
+                "EUR",
+                D("84.00"),
+                D("0"),
+                "reverse charge",
+                D("0.00"),
+                D("84.00"),
+            ),
             # 333 x 0.0025 = 0.8325 -> 0.83
             ("INV-2025-0004", "Acme Corp", "USD", D("59.83"), D("0"), "outside scope", D("0.00"), D("59.83")),
-            ("INV-2025-0005", "Rotes Kreuz Berlin e.V.", "EUR", D("49.00"), D("0"), "exempt", D("0.00"),
-             D("49.00")),
+            (
+                "INV-2025-0005",
+                "Rotes Kreuz Berlin e.V.",
+                "EUR",
+                D("49.00"),
+                D("0"),
+                "exempt",
+                D("0.00"),
+                D("49.00"),
+            ),
         ]
         first = invoices[0]
         assert [(li.description, li.quantity, li.unit_price, li.amount) for li in first.line_items.all()] == [
@@ -159,7 +192,13 @@ class TestADenseRun:
             "SUCCEEDED",
             FEB_1 + timedelta(minutes=3),
         )
-        assert (run.processed, run.successful, run.failed, run.skipped, run.invoices_created) == (5, 5, 0, 0, 5)
+        assert (run.processed, run.successful, run.failed, run.skipped, run.invoices_created) == (
+            5,
+            5,
+            0,
+            0,
+            5,
+        )
         # Wall-clock times, not the replayed moment: health looks at them.
         assert before <= run.started_at <= run.finished_at <= timezone.now()
 
@@ -226,14 +265,20 @@ def test_numbers_are_gapless_per_organization_and_calendar_year_of_issue():
     assert numbers[(berlin.id, subs[0].id, T0)] == "INV-2025-0001"
     assert numbers[(vienna.id, subs[1].id, T0)] == "INV-2025-0001"
     assert numbers[(berlin.id, subs[2].id, T0)] == "INV-2025-0002"
-    berlin_2025 = sorted(n for (org, _, _), n in numbers.items() if org == berlin.id and n.startswith("INV-2025"))
-    berlin_2026 = sorted(n for (org, _, _), n in numbers.items() if org == berlin.id and n.startswith("INV-2026"))
+    berlin_2025 = sorted(
+        n for (org, _, _), n in numbers.items() if org == berlin.id and n.startswith("INV-2025")
+    )
+    berlin_2026 = sorted(
+        n for (org, _, _), n in numbers.items() if org == berlin.id and n.startswith("INV-2026")
+    )
     # Jan's run billed two, Jan 1 2026 catches up Feb..Dec for two subscriptions and the
     # December starter's first period: 11 + 11 + 1 numbers, all in 2026.
     assert berlin_2025 == ["INV-2025-0001", "INV-2025-0002"]
     assert berlin_2026 == [f"INV-2026-{n:04d}" for n in range(1, 24)]
     assert numbers[(berlin.id, december[0].id, utc(2025, 11, 30))] in berlin_2026
-    assert dict(InvoiceNumberSequence.objects.filter(organization=berlin).values_list("year", "last_number")) == {
+    assert dict(
+        InvoiceNumberSequence.objects.filter(organization=berlin).values_list("year", "last_number")
+    ) == {
         2025: 2,
         2026: 23,
     }
@@ -276,14 +321,17 @@ def test_an_existing_invoice_for_the_period_is_skipped_and_logged(worker_lines):
         (only_january.id, "INV-2025-0004", FEB_1),
     ]
     assert [m for level, m in messages(worker_lines) if level == "WARNING"] == [
-        f"⏭️ Skipped {sub.external_id} | period=2025-01-01..2025-02-01 | reason=already billed as INV-2025-0001",
+        f"⏭️ Skipped {sub.external_id} | period=2025-01-01..2025-02-01 "
+        "| reason=already billed as INV-2025-0001",
         f"⏭️ Skipped {only_january.external_id} | period=2025-01-01..2025-02-01 "
         "| reason=already billed as INV-2025-0002",
     ]
     assert Invoice.objects.filter(period_start=T0).count() == 2
 
     # A subscription whose only due period is already billed counts as skipped.
-    Subscription.objects.filter(id=sub.id).update(current_period_start=FEB_1, current_period_end=utc(2025, 3, 1))
+    Subscription.objects.filter(id=sub.id).update(
+        current_period_start=FEB_1, current_period_end=utc(2025, 3, 1)
+    )
     worker_lines.clear()
     result = InvoiceGenerator().process_due_subscriptions(now=utc(2025, 3, 1))
     assert (result.processed, result.successful, result.failed, result.skipped) == (1, 0, 0, 1)
@@ -336,7 +384,13 @@ def test_one_broken_subscription_fails_alone_and_is_retried_by_the_next_run(work
     TaxRateFactory(country="US", region="TX", rate=D("6.25"), valid_from=date(2020, 1, 1))
     (invoice,) = InvoiceGenerator().process_due_subscriptions(now=FEB_1 + timedelta(hours=1)).invoices
     # 49.00 x 6.25% = 3.0625 -> 3.06
-    assert (invoice.subscription_id, invoice.number, invoice.tax_reason, invoice.tax_amount, invoice.total) == (
+    assert (
+        invoice.subscription_id,
+        invoice.number,
+        invoice.tax_reason,
+        invoice.tax_amount,
+        invoice.total,
+    ) == (
         broken.id,
         "INV-2025-0003",
         "domestic",
@@ -396,7 +450,9 @@ def test_the_log_file_has_an_iso_utc_timestamp_in_front_of_each_line(worker_log_
     assert len(mine) == 4
     assert re.fullmatch(prefix + "🚀 Invoice generation started", mine[0])
     assert re.fullmatch(prefix + "Found 1 subscriptions due for processing", mine[1])
-    assert re.fullmatch(prefix + "✅ Generated INV-2025-0001 \\| customer=Acme Corp \\| total=€58.31", mine[2])
+    assert re.fullmatch(
+        prefix + "✅ Generated INV-2025-0001 \\| customer=Acme Corp \\| total=€58.31", mine[2]
+    )
     assert re.fullmatch(prefix + "🏁 Completed \\| processed=1 \\| successful=1 \\| failed=0", mine[3])
     written = datetime.fromisoformat(mine[0].split(" ")[0])
     assert abs(timezone.now() - written) < timedelta(minutes=5)  # wall clock, not the replayed --now

@@ -9,13 +9,13 @@ from invoicing import money
 from invoicing.generator import InvoiceGenerator
 from invoicing.pricing import totals
 from tests.factories import (
+    T0,
     ChargeFactory,
     CustomerFactory,
     MeterFactory,
     OrganizationFactory,
     PlanFactory,
     SubscriptionFactory,
-    T0,
     UsageEventFactory,
 )
 

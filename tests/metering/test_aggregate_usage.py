@@ -9,13 +9,13 @@ import pytest
 from invoicing.generator import InvoiceGenerator
 from metering.selectors import UsageQuestion, aggregate_usage
 from tests.factories import (
+    T0,
     ChargeFactory,
     CustomerFactory,
     MeterFactory,
     OrganizationFactory,
     PlanFactory,
     SubscriptionFactory,
-    T0,
     UsageEventFactory,
 )
 

@@ -143,7 +143,9 @@ def test_an_ambiguous_event_must_name_its_subscription(org):
         ]
     }
     assert (named.status, named.event.subscription_id) == ("created", subs[1].id)
-    assert wrong_owner.errors == {"external_subscription_id": ["unknown subscription 'not-acmes' for this customer"]}
+    assert wrong_owner.errors == {
+        "external_subscription_id": ["unknown subscription 'not-acmes' for this customer"]
+    }
     assert unknown.errors == {"external_subscription_id": ["unknown subscription 'sub-9' for this customer"]}
     assert unmetered.status == "created"
     assert set(UsageEvent.objects.values_list("transaction_id", flat=True)) == {"t-2", "t-5"}
