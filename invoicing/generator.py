@@ -244,7 +244,9 @@ class InvoiceGenerator:
         counts = defaultdict(int)
         for plan in plans:
             counts[plan.subscription.organization_id] += len(plan.drafts)
-        for organization_id, count in counts.items():
+        # One global lock order on the counters (by organization id): in batch order, two runs
+        # whose batches hold two organizations the other way round would deadlock.
+        for organization_id, count in sorted(counts.items()):
             numbers[organization_id] = take_invoice_numbers(organization_id, now.year, count)
             numbers[organization_id].reverse()
 
