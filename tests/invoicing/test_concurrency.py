@@ -98,3 +98,73 @@ def test_two_runs_at_once_bill_every_period_exactly_once_with_gapless_numbers():
     runs = WorkerRun.objects.filter(worker="invoice_generator")
     assert sorted(runs.values_list("status", flat=True)) == ["SUCCEEDED", "SUCCEEDED"]
     assert sum(runs.values_list("invoices_created", flat=True)) == 120
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_runs_billing_two_organizations_in_opposite_order_do_not_deadlock(monkeypatch):
+    """Run A's batch holds organization X's subscription before Y's, run B's the other way round.
+    Each run takes X's and Y's invoice counters; taken in batch order, A would hold X and wait for
+    Y while B holds Y and waits for X. The counters must be taken in one global order."""
+    import invoicing.generator as generator
+
+    TaxRate.objects.get_or_create(country="DE", region="", valid_from=date(2007, 1, 1), defaults={"rate": 19})
+    x, y = OrganizationFactory(), OrganizationFactory()
+
+    def subscription(org, day):
+        plan = PlanFactory(organization=org)
+        ChargeFactory(plan=plan, unit_price=Decimal("49.00"))
+        anchor = datetime(2025, 1, day, tzinfo=UTC)
+        return SubscriptionFactory(
+            customer=CustomerFactory(organization=org), plan=plan, billing_anchor=anchor
+        )
+
+    # Claimed in order of current_period_end: A gets (X, Y), B gets (Y, X).
+    subs = [subscription(x, 1), subscription(y, 2), subscription(y, 3), subscription(x, 4)]
+
+    both_claimed = threading.Barrier(2, timeout=20)
+    both_hold_a_counter = threading.Barrier(2, timeout=2)
+    real_take = generator.take_invoice_numbers
+    calls = []
+    taken = threading.local()
+
+    def take_then_meet(organization_id, year, count):
+        calls.append(threading.get_ident())
+        numbers = real_take(organization_id, year, count)
+        if not getattr(taken, "once", False):
+            taken.once = True
+            try:  # with one global order the other run waits on our counter and never comes
+                both_hold_a_counter.wait()
+            except threading.BrokenBarrierError:
+                pass
+        return numbers
+
+    monkeypatch.setattr(generator, "take_invoice_numbers", take_then_meet)
+    generators = [MeetingGenerator(both_claimed, batch_size=2) for _ in range(2)]
+    results, errors = [None, None], []
+
+    def run(n):
+        try:
+            results[n] = generators[n].process_due_subscriptions(now=datetime(2025, 2, 5, tzinfo=UTC))
+        except Exception as exc:
+            errors.append(exc)
+            both_claimed.abort()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert not errors, errors
+    assert sorted(len(g.claimed_in_first_batch) for g in generators) == [2, 2]
+    assert [(r.successful, r.failed) for r in results] == [(2, 0), (2, 0)], [r.failures for r in results]
+    # Each run took each counter once: no deadlock, so no batch written again one by one.
+    assert sorted(Counter(calls).values()) == [2, 2]
+    numbers = sorted(Invoice.objects.values_list("organization_id", "number"))
+    assert numbers == sorted(
+        [(x.id, "INV-2025-0001"), (x.id, "INV-2025-0002"), (y.id, "INV-2025-0001"), (y.id, "INV-2025-0002")]
+    )
+    assert Invoice.objects.filter(subscription__in=subs).count() == 4
