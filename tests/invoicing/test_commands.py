@@ -14,6 +14,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 
 from invoicing.generator import InvoiceGenerator
@@ -339,3 +340,37 @@ def test_demo_refuses_a_database_that_holds_other_organizations():
     with pytest.raises(CommandError, match="^the database already holds other organizations"):
         call("demo")
     assert Organization.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_without_now_the_run_bills_by_the_clock():
+    sub = subscription()
+    with time_machine.travel(datetime(2025, 1, 31, 23, 59, 59, tzinfo=UTC), tick=False):
+        call("generate_invoices")
+        assert not Invoice.objects.exists()
+    with time_machine.travel(datetime(2025, 2, 1, 0, 5, tzinfo=UTC), tick=False):
+        call("generate_invoices")
+        call("finalize_invoices")  # scheduled for 01:05: not yet
+    (invoice,) = Invoice.objects.all()
+    assert (invoice.subscription_id, invoice.issued_at, invoice.status, invoice.total) == (
+        sub.id,
+        datetime(2025, 2, 1, 0, 5, tzinfo=UTC),
+        "DRAFT",
+        D("58.31"),
+    )
+    with time_machine.travel(datetime(2025, 2, 1, 1, 5, tzinfo=UTC), tick=False):
+        call("finalize_invoices")
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.finalized_at) == ("FINALIZED", datetime(2025, 2, 1, 1, 5, tzinfo=UTC))
+    assert list(
+        WorkerRun.objects.order_by("started_at").values_list("worker", "billed_at", "started_at")
+    ) == [
+        (
+            "invoice_generator",
+            datetime(2025, 1, 31, 23, 59, 59, tzinfo=UTC),
+            datetime(2025, 1, 31, 23, 59, 59, tzinfo=UTC),
+        ),
+        ("invoice_generator", datetime(2025, 2, 1, 0, 5, tzinfo=UTC), datetime(2025, 2, 1, 0, 5, tzinfo=UTC)),
+        ("invoice_finalizer", datetime(2025, 2, 1, 0, 5, tzinfo=UTC), datetime(2025, 2, 1, 0, 5, tzinfo=UTC)),
+        ("invoice_finalizer", datetime(2025, 2, 1, 1, 5, tzinfo=UTC), datetime(2025, 2, 1, 1, 5, tzinfo=UTC)),
+    ]

@@ -456,3 +456,27 @@ def test_the_log_file_has_an_iso_utc_timestamp_in_front_of_each_line(worker_log_
     assert re.fullmatch(prefix + "🏁 Completed \\| processed=1 \\| successful=1 \\| failed=0", mine[3])
     written = datetime.fromisoformat(mine[0].split(" ")[0])
     assert abs(timezone.now() - written) < timedelta(minutes=5)  # wall clock, not the replayed --now
+
+
+def test_a_stop_request_finishes_the_batch_in_hand_and_records_an_interrupted_run(worker_lines):
+    class StopsMidBatch(InvoiceGenerator):
+        def _plan(self, subscriptions, now):
+            self.stop_requested = True  # what the SIGTERM handler does, while a batch is in hand
+            return super()._plan(subscriptions, now)
+
+    org = OrganizationFactory()
+    subs = [simple_subscription(org) for _ in range(5)]
+
+    result = StopsMidBatch(batch_size=2).process_due_subscriptions(now=FEB_1)
+
+    assert [i.subscription_id for i in result.invoices] == [subs[0].id, subs[1].id]
+    assert Subscription.objects.filter(current_period_end=FEB_1).count() == 3  # left for the next run
+    run = WorkerRun.objects.get()
+    assert (run.status, run.processed, run.successful, run.invoices_created) == ("INTERRUPTED", 2, 2, 2)
+    assert messages(worker_lines)[-2:] == [
+        ("WARNING", "⏹️ Interrupted: stopped after the batch in hand"),
+        ("INFO", "🏁 Completed | processed=2 | successful=2 | failed=0"),
+    ]
+    # The next run picks up where this one stopped, numbers continuing without a gap.
+    rest = InvoiceGenerator(batch_size=2).process_due_subscriptions(now=FEB_1)
+    assert [i.number for i in rest.invoices] == ["INV-2025-0003", "INV-2025-0004", "INV-2025-0005"]
