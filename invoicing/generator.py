@@ -18,7 +18,7 @@ counter (waited on, held only for the write).
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -80,7 +80,9 @@ class InvoiceGenerator:
         self, now: datetime | None = None, *, subscription_id: int | None = None, dry_run: bool = False
     ) -> RunResult:
         """Bill every ACTIVE subscription whose current period ended by `now` (or just one)."""
-        now = now or timezone.now()
+        # In UTC, so the invoice number's year is the UTC calendar year of issued_at whatever the
+        # caller's time zone (New Year's Eve 22:30 UTC is already 2026 in Athens).
+        now = (now or timezone.now()).astimezone(UTC)
         result = RunResult(run_id=new_run_id())
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._rates = {}, TaxRateBook.load()
