@@ -480,3 +480,19 @@ def test_a_stop_request_finishes_the_batch_in_hand_and_records_an_interrupted_ru
     # The next run picks up where this one stopped, numbers continuing without a gap.
     rest = InvoiceGenerator(batch_size=2).process_due_subscriptions(now=FEB_1)
     assert [i.number for i in rest.invoices] == ["INV-2025-0003", "INV-2025-0004", "INV-2025-0005"]
+
+
+def test_the_number_takes_the_utc_year_of_issue_whatever_the_callers_time_zone():
+    from zoneinfo import ZoneInfo
+
+    sub = simple_subscription(billing_anchor=utc(2025, 11, 30))
+    new_year_in_athens = datetime(2026, 1, 1, 0, 30, tzinfo=ZoneInfo("Europe/Athens"))  # 22:30 UTC
+
+    (invoice,) = InvoiceGenerator().process_due_subscriptions(now=new_year_in_athens).invoices
+
+    invoice.refresh_from_db()
+    assert (invoice.subscription_id, invoice.issued_at, invoice.number) == (
+        sub.id,
+        utc(2025, 12, 31, 22, 30),
+        "INV-2025-0001",
+    )
