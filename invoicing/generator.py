@@ -113,7 +113,7 @@ class InvoiceGenerator:
                 result.status = WorkerRun.Status.SUCCEEDED
         except Exception as exc:
             result.status = WorkerRun.Status.FAILED
-            error = f"{type(exc).__name__}: {exc}".strip()
+            error = one_line_reason(exc)
             self.log.error(f"💥 Run failed | error={error}")
             raise
         finally:
@@ -220,7 +220,7 @@ class InvoiceGenerator:
                         )
                     )
             except Exception as exc:  # one subscription's bad data must not stop the run
-                failures.append((subscription, f"{type(exc).__name__}: {exc}"))
+                failures.append((subscription, one_line_reason(exc)))
                 continue
             ready.append(plan)
         return ready, failures
@@ -238,7 +238,7 @@ class InvoiceGenerator:
                 with transaction.atomic():
                     written.append((plan, self._insert([plan], now)[0]))
             except DatabaseError as exc:
-                failures.append((plan.subscription, f"{type(exc).__name__}: {exc}".strip()))
+                failures.append((plan.subscription, one_line_reason(exc)))
         return written, failures
 
     def _insert(self, plans, now) -> list[list[Invoice]]:
@@ -359,6 +359,12 @@ class InvoiceGenerator:
             f"🏁 Completed | processed={result.processed} | successful={result.successful} "
             f"| failed={result.failed}" + (f" | skipped={result.skipped}" if result.skipped else "")
         )
+
+
+def one_line_reason(exc: Exception) -> str:
+    """`DataError: numeric field overflow DETAIL: ...`: PostgreSQL's messages span several lines,
+    and the log has one line per failure."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def usage_question(subscription, charge, period) -> UsageQuestion:
