@@ -400,7 +400,7 @@ def test_one_broken_subscription_fails_alone_and_is_retried_by_the_next_run(work
 
 
 @pytest.mark.postgres
-def test_a_write_failure_rolls_back_only_that_subscription():
+def test_a_write_failure_rolls_back_only_that_subscription(worker_lines):
     """A usage total too large for the amount column fails in the database at write time; the
     batch is written again one subscription per savepoint, so only that one fails."""
     org = OrganizationFactory()
@@ -421,6 +421,13 @@ def test_a_write_failure_rolls_back_only_that_subscription():
     assert result.failures[0][0].id == subs[1].id
     assert Subscription.objects.get(id=subs[1].id).current_period_end == FEB_1
     assert Invoice.objects.count() == 2
+    # PostgreSQL's message has a DETAIL line; the log keeps one line per failure.
+    errors = [m for level, m in messages(worker_lines) if level == "ERROR"]
+    assert errors == [
+        f"❌ Failed {subs[1].external_id} | customer={subs[1].customer.name} "
+        "| error=DataError: numeric field overflow "
+        "DETAIL: A field with precision 19, scale 4 must round to an absolute value less than 10^15."
+    ]
 
 
 def test_the_one_subscription_variant_bills_only_that_one():
