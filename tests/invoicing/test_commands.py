@@ -374,3 +374,46 @@ def test_without_now_the_run_bills_by_the_clock():
         ("invoice_finalizer", datetime(2025, 2, 1, 0, 5, tzinfo=UTC), datetime(2025, 2, 1, 0, 5, tzinfo=UTC)),
         ("invoice_finalizer", datetime(2025, 2, 1, 1, 5, tzinfo=UTC), datetime(2025, 2, 1, 1, 5, tzinfo=UTC)),
     ]
+
+
+def test_view_worker_logs_filters_by_level_and_run_and_reads_rotated_files_oldest_first(tmp_path):
+    workers = tmp_path / "workers"
+    workers.mkdir()
+
+    def line(level, run_id, message):
+        return (
+            f"2025-02-01T00:00:00.000+00:00 [{level}] worker.invoice_generator | run_id={run_id} | {message}"
+        )
+
+    older = [
+        line("INFO", "aaaa0001", "🚀 Invoice generation started"),
+        line("ERROR", "aaaa0001", "❌ Failed sub-1"),
+    ]
+    newer = [
+        line("INFO", "bbbb0002", "🚀 Invoice generation started"),
+        line("WARNING", "bbbb0002", "⏭️ Skipped sub-2"),
+        "a stray line that is not a log line",
+        line("INFO", "bbbb0002", "🏁 Completed | processed=1 | successful=0 | failed=0 | skipped=1"),
+    ]
+    (workers / "invoice_generator.log.1").write_text("\n".join(older) + "\n", encoding="utf-8")
+    (workers / "invoice_generator.log").write_text("\n".join(newer) + "\n", encoding="utf-8")
+
+    def view(*args):
+        env = {**os.environ, "LOG_DIR": str(tmp_path)}
+        done = subprocess.run(
+            [sys.executable, "scripts/view_worker_logs.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    everything = older + [newer[0], newer[1], newer[3]]
+    assert view("--worker", "invoice_generator", "--lines", "50") == everything
+    assert view("--lines", "2") == everything[-2:]
+    assert view("--level", "WARNING") == [older[1], newer[1]]
+    assert view("--level", "ERROR") == [older[1]]
+    assert view("--run-id", "aaaa0001") == older
+    assert view("--run-id", "bbbb0002", "--level", "WARNING") == [newer[1]]
