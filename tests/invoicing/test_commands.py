@@ -417,3 +417,22 @@ def test_view_worker_logs_filters_by_level_and_run_and_reads_rotated_files_oldes
     assert view("--level", "ERROR") == [older[1]]
     assert view("--run-id", "aaaa0001") == older
     assert view("--run-id", "bbbb0002", "--level", "WARNING") == [newer[1]]
+
+
+@pytest.mark.parametrize(
+    "command, what", [("generate_invoices", "the invoice run"), ("finalize_invoices", "finalization")]
+)
+def test_an_unreachable_database_is_one_line_on_stderr(tmp_path, command, what):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/db.sqlite3",
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1,
+        "",
+        f"CommandError: {what} could not use the database: unable to open database file\n",
+    )
