@@ -71,7 +71,9 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
     InvoiceLineItem.objects.bulk_update(usage_lines, ["quantity", "amount"])
 
     changed = []
+    touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
     for invoice in invoices:
+        invoice.updated_at = touched
         old_total = invoice.total
         invoice.subtotal, invoice.tax_amount, invoice.total = totals(
             [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
@@ -147,8 +149,10 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
                     break
                 invoices = list(_with_lines(Invoice.objects.filter(id__in=ids)).order_by("id"))
                 changed = refresh_drafts(invoices)
+                touched = timezone.now()  # bulk_update skips auto_now
                 for invoice in invoices:
                     invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
+                    invoice.updated_at = touched
                 Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
             for invoice, old_total in changed:
                 log.info(
