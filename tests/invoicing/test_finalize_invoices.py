@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 
 from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, WorkerRun
@@ -165,3 +166,20 @@ def test_lifecycle_transitions_and_their_refusals(customer):
     }
     # No transition changed an amount.
     assert set(Invoice.objects.values_list("total", flat=True)) == {D("58.31")}
+
+
+def test_finalizing_and_refreshing_stamp_updated_at_with_the_wall_clock(customer):
+    with time_machine.travel(ISSUED, tick=False):
+        (invoice,) = InvoiceGenerator().process_due_subscriptions().invoices
+    use(customer, "compute", utc(2025, 1, 9), ISSUED + timedelta(minutes=30), seconds=250)
+
+    with time_machine.travel(ISSUED + timedelta(hours=2), tick=False):
+        finalize_due_invoices(ISSUED + timedelta(hours=1))
+
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.total, invoice.created_at, invoice.updated_at) == (
+        "FINALIZED",
+        D("59.50"),  # 49.00 + 250 x 0.004 = 50.00, 19% = 9.50
+        ISSUED,
+        ISSUED + timedelta(hours=2),
+    )
