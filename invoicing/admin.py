@@ -47,11 +47,25 @@ def _plural(count: int, noun: str) -> str:
 
 class InvoiceLineItemInline(admin.TabularInline):
     model = InvoiceLineItem
-    fields = ["description", "charge_type", "quantity", "unit_price", "amount_shown"]
+    fields = ["description", "charge_type", "quantity_shown", "unit_price_shown", "amount_shown"]
     readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = False
+
+    @admin.display(description="Quantity")
+    def quantity_shown(self, line):
+        return f"{line.quantity.normalize():f}"
+
+    @admin.display(description="Unit price")
+    def unit_price_shown(self, line):
+        price = line.unit_price.normalize()
+        places = money.minor_unit(line.invoice.currency)
+        return (
+            f"{price:f}"
+            if -price.as_tuple().exponent > places
+            else money.as_minor_units(price, line.invoice.currency)
+        )
 
     @admin.display(description="Amount")
     def amount_shown(self, line):

@@ -91,8 +91,7 @@ def revenue_chart(columns: list[MonthColumn], currency: str) -> SafeString:
                 continue
             parts.append(
                 format_html(
-                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}">'
-                    "<title>{} {}: {}</title></rect>",
+                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{} {}: {}</title></rect>',
                     _n(x),
                     _n(y(base + amount)),
                     _n(bar_w),
@@ -107,8 +106,7 @@ def revenue_chart(columns: list[MonthColumn], currency: str) -> SafeString:
         if column.count:
             parts.append(
                 format_html(
-                    '<text x="{}" y="{}" text-anchor="middle" font-size="11" '
-                    'fill="#0f172a">{}</text>',
+                    '<text x="{}" y="{}" text-anchor="middle" font-size="11" fill="#0f172a">{}</text>',
                     _n(x + bar_w / 2),
                     _n(y(base) - 5),
                     f"{column.count} inv.",
