@@ -17,9 +17,9 @@ from django.utils.html import format_html, format_html_join
 from invoicing import charts, documents, money, selectors, services
 from invoicing.models import Invoice, InvoiceLineItem, TaxRate, WorkerRun
 from invoicing.pricing import last_day
+from invoicing.worker_log import run_log_lines
 
 ZERO = Decimal(0)
-from invoicing.worker_log import run_log_lines
 
 
 @dataclass(frozen=True)

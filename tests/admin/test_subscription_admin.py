@@ -41,7 +41,8 @@ def test_generate_now_bills_what_is_due_and_says_why_nothing_else_was(admin_clie
     with time_machine.travel(T0 + timedelta(days=15), tick=False):
         early = admin_client.post(CHANGELIST, {"action": "generate_invoice_now", "_selected_action": both})
     assert texts(early) == [
-        "sub-baeckerei (Berliner Bäckerei GmbH): nothing due yet: the current period runs until 2025-02-01 00:00 UTC.",
+        "sub-baeckerei (Berliner Bäckerei GmbH): nothing due yet: the current period runs until "
+        "2025-02-01 00:00 UTC.",
         "sub-rotterdam (Rotterdam Logistics B.V.): nothing due yet: the current period runs until "
         "2025-02-01 00:00 UTC.",
     ]
@@ -51,7 +52,8 @@ def test_generate_now_bills_what_is_due_and_says_why_nothing_else_was(admin_clie
         done = admin_client.post(CHANGELIST, {"action": "generate_invoice_now", "_selected_action": both})
     assert texts(done) == [
         "sub-baeckerei (Berliner Bäckerei GmbH): generated INV-2025-0001 (€61.88, 2025-01-01 – 2025-02-01).",
-        "sub-rotterdam (Rotterdam Logistics B.V.): generated INV-2025-0002 (€49.00, 2025-01-01 – 2025-02-01).",
+        "sub-rotterdam (Rotterdam Logistics B.V.): generated INV-2025-0002 "
+        "(€49.00, 2025-01-01 – 2025-02-01).",
     ]
     assert sorted(Invoice.objects.values_list("number", "total", "tax_reason")) == [
         ("INV-2025-0001", Decimal("61.88"), "domestic"),
@@ -76,7 +78,8 @@ def test_the_button_on_the_change_page_generates_for_that_subscription(admin_cli
         done = admin_client.post(button)
         assert done["Location"] == change
         assert texts(done) == [
-            "sub-baeckerei (Berliner Bäckerei GmbH): generated INV-2025-0001 (€61.88, 2025-01-01 – 2025-02-01)."
+            "sub-baeckerei (Berliner Bäckerei GmbH): generated INV-2025-0001 "
+            "(€61.88, 2025-01-01 – 2025-02-01)."
         ]
         again = admin_client.post(button)
         assert texts(again) == [
