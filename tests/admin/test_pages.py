@@ -53,11 +53,11 @@ def test_every_changelist_change_and_add_page_renders(admin_client, billed):
     for model, obj in samples.items():
         if model is Charge:
             continue
-        info = model._meta.app_label, model._meta.model_name
-        assert admin_client.get(reverse("admin:%s_%s_changelist" % info)).status_code == 200, model
-        assert admin_client.get(reverse("admin:%s_%s_change" % info, args=[obj.pk])).status_code == 200, model
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        assert admin_client.get(reverse(f"{prefix}_changelist")).status_code == 200, model
+        assert admin_client.get(reverse(f"{prefix}_change", args=[obj.pk])).status_code == 200, model
         model_admin = admin.site._registry[model]
-        add = admin_client.get(reverse("admin:%s_%s_add" % info))
+        add = admin_client.get(reverse(f"{prefix}_add"))
         can_add = model in {Organization, Customer, Plan, Subscription, ApiKey, Meter, TaxRate}
         assert add.status_code == (200 if can_add else 403), model
         assert model_admin.has_add_permission(add.wsgi_request) is can_add
@@ -183,8 +183,8 @@ def test_a_worker_run_shows_its_counts_and_its_own_log_lines(admin_client, bille
     assert (run.processed, run.successful, run.invoices_created) == (2, 2, 2)
     html = admin_client.get(reverse("admin:invoicing_workerrun_change", args=[run.pk])).content.decode()
     assert (
-        f"run_id={result.run_id} | ✅ Generated INV-2025-0001 | customer=Berliner Bäckerei GmbH | total=€61.88"
-        in html
+        f"run_id={result.run_id} | ✅ Generated INV-2025-0001 | customer=Berliner Bäckerei GmbH "
+        "| total=€61.88" in html
     )
     assert f"run_id={result.run_id} | 🏁 Completed | processed=2 | successful=2 | failed=0" in html
     assert other.run_id not in html
