@@ -86,7 +86,7 @@ class InvoiceLineItemInline(admin.TabularInline):
 
 @admin.register(Invoice)
 class InvoiceAdmin(admin.ModelAdmin):
-    list_display = ["number", "customer", "status", "period", "total_shown", "currency", "issued_at"]
+    list_display = ["number_shown", "customer", "status", "period", "total_shown", "currency", "issued_at"]
     list_filter = ["status", "customer", "organization"]
     list_select_related = ["customer"]
     search_fields = ["number", "customer__name", "customer__external_id"]
@@ -120,9 +120,17 @@ class InvoiceAdmin(admin.ModelAdmin):
 
     # -- columns ---------------------------------------------------------------------------------
 
+    @admin.display(description="Number", ordering="number")
+    def number_shown(self, invoice):
+        return format_html('<span style="white-space: nowrap">{}</span>', invoice.number)
+
     @admin.display(description="Period", ordering="period_start")
     def period(self, invoice):
-        return f"{invoice.period_start:%Y-%m-%d} – {last_day(invoice.period_end):%Y-%m-%d}"
+        return format_html(
+            '<span style="white-space: nowrap">{} – {}</span>',
+            f"{invoice.period_start:%Y-%m-%d}",
+            f"{last_day(invoice.period_end):%Y-%m-%d}",
+        )
 
     @admin.display(description="Total", ordering="total")
     def total_shown(self, invoice):

@@ -7,6 +7,7 @@ from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from invoicing import money
 from invoicing.generator import InvoiceGenerator, RunResult
@@ -136,7 +137,11 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Current period", ordering="current_period_end")
     def current_period(self, subscription):
-        return f"{subscription.current_period_start:%Y-%m-%d} – {subscription.current_period_end:%Y-%m-%d}"
+        return format_html(
+            '<span style="white-space: nowrap">{} – {}</span>',
+            f"{subscription.current_period_start:%Y-%m-%d}",
+            f"{subscription.current_period_end:%Y-%m-%d}",
+        )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
