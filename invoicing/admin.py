@@ -234,7 +234,8 @@ class InvoiceAdmin(admin.ModelAdmin):
                             "draft": money.format_money(c.net.get("DRAFT", ZERO), currency),
                             "total": money.format_money(c.total, currency),
                         }
-                        for c in columns
+                        for c in reversed(columns)  # the table: newest first, busy months only
+                        if c.count
                     ],
                 }
             )
