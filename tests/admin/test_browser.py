@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from dateutil.relativedelta import relativedelta
+from django.db import connections
 
 from invoicing.models import Invoice
 from tests.admin.conftest import build_world
@@ -43,6 +44,9 @@ def browser(monkeypatch):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+        # Connections opened while Playwright's loop ran live in its context, where the test
+        # database teardown cannot see them; close them here so PostgreSQL can drop the database.
+        connections.close_all()
 
 
 def test_staff_generate_find_finalize_and_print_an_invoice(
