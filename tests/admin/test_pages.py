@@ -189,3 +189,57 @@ def test_a_worker_run_shows_its_counts_and_its_own_log_lines(admin_client, bille
     assert f"run_id={result.run_id} | 🏁 Completed | processed=2 | successful=2 | failed=0" in html
     assert other.run_id not in html
     assert admin_client.get(reverse("admin:invoicing_workerrun_add")).status_code == 403
+
+
+def test_lists_cost_the_same_queries_for_more_rows(admin_client, billed):
+    world, _, _, _ = billed
+    lists = [
+        "admin:subscriptions_subscription_changelist",
+        "admin:subscriptions_customer_changelist",
+        "admin:subscriptions_plan_changelist",
+        "admin:subscriptions_apikey_changelist",
+        "admin:metering_usageevent_changelist",
+        "admin:invoicing_workerrun_changelist",
+    ]
+
+    def queries_per_list():
+        counts = {}
+        for name in lists:
+            with CaptureQueriesContext(connection) as queries:
+                assert admin_client.get(reverse(name)).status_code == 200
+            counts[name] = len(queries)
+        return counts
+
+    before = queries_per_list()
+    add_five_customers(world)
+    assert (
+        Subscription.objects.count() == 7 and ApiKey.objects.count() == 6 and WorkerRun.objects.count() == 6
+    )
+    assert queries_per_list() == before
+
+
+def add_five_customers(world) -> None:
+    """Five more customers with subscriptions, keys, events and runs."""
+    from metering.services import ingest_events
+    from subscriptions.services import create_customer, start_subscription
+
+    plan = world.domestic_subscription.plan
+    for i in range(5):
+        customer = create_customer(
+            organization=world.organization, external_id=f"extra-{i}", name=f"Extra {i}", country="DE"
+        )
+        start_subscription(customer=customer, plan=plan, external_id=f"sub-extra-{i}", start_at=T0)
+        create_api_key(world.organization, f"key {i}")
+        ingest_events(
+            world.organization,
+            [
+                {
+                    "transaction_id": f"extra-{i}",
+                    "external_customer_id": f"extra-{i}",
+                    "code": "api_calls",
+                    "timestamp": T0.isoformat(),
+                }
+            ],
+            now=T0,
+        )
+        InvoiceGenerator().process_due_subscriptions(now=BILLED_AT)

@@ -166,3 +166,68 @@ def test_a_new_api_key_is_shown_once_and_only_its_hash_is_stored(admin_client, w
     )
     assert texts(revoked) == ["Revoked 1 key."]
     assert authenticate_api_key(key) is None
+
+
+def test_a_plans_charges_are_edited_inline_and_meters_stay_in_the_organization(admin_client, world):
+    from metering.services import create_meter
+    from tests.factories import OrganizationFactory
+
+    plan = world.domestic_subscription.plan
+    fee, calls = plan.charges.order_by("position")
+    foreign = create_meter(
+        organization=OrganizationFactory(slug="other"),
+        code="api_calls",
+        name="API calls",
+        aggregation_type="COUNT",
+    )
+    url = reverse("admin:subscriptions_plan_change", args=[plan.pk])
+
+    def post(meter_id, price):
+        data = {
+            "organization": world.organization.pk,
+            "code": "pro",
+            "name": "Pro",
+            "interval": "month",
+            "currency": "EUR",
+            "charges-TOTAL_FORMS": "3",
+            "charges-INITIAL_FORMS": "2",
+            "charges-MIN_NUM_FORMS": "0",
+            "charges-MAX_NUM_FORMS": "1000",
+        }
+        for i, charge in enumerate([fee, calls]):
+            data.update(
+                {
+                    f"charges-{i}-id": charge.pk,
+                    f"charges-{i}-plan": plan.pk,
+                    f"charges-{i}-position": charge.position,
+                    f"charges-{i}-charge_type": charge.charge_type,
+                    f"charges-{i}-meter": charge.meter_id or "",
+                    f"charges-{i}-unit_price": charge.unit_price,
+                    f"charges-{i}-description": charge.description,
+                    f"charges-{i}-pricing_model": "PER_UNIT",
+                }
+            )
+        data.update(
+            {
+                "charges-2-plan": plan.pk,
+                "charges-2-position": 2,
+                "charges-2-charge_type": "USAGE",
+                "charges-2-meter": meter_id,
+                "charges-2-unit_price": price,
+                "charges-2-description": "Extra calls",
+                "charges-2-pricing_model": "PER_UNIT",
+            }
+        )
+        return admin_client.post(url, data)
+
+    refused = post(foreign.pk, "0.50")
+    assert refused.status_code == 200
+    assert "The meter belongs to another organization than the plan." in refused.content.decode()
+    assert plan.charges.count() == 2
+    saved = post(calls.meter_id, "0.50")
+    assert saved.status_code == 302, saved.content.decode()[:3000]
+    assert list(plan.charges.order_by("position").values_list("description", "unit_price")) == [
+        ("Platform fee", Decimal("49.0000000000")),
+        ("API calls", Decimal("0.0200000000")),
+        ("Extra calls", Decimal("0.5000000000")),
+    ]
