@@ -192,23 +192,48 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def generate_view(self, request, subscription_id):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        subscription = Subscription.objects.select_related("customer").filter(pk=subscription_id).first()
-        if subscription is None:
-            raise Http404(f"No subscription with id {subscription_id}")
-        if not self.has_change_permission(request, subscription):
-            raise PermissionDenied
+        subscription = self._posted_subscription(request, subscription_id)
         self._generate(request, [subscription])
         return HttpResponseRedirect(
             reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
         )
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Nothing here is edited by hand: the period moves with billing, the rest via the buttons.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _posted_subscription(self, request, subscription_id) -> Subscription:
+        subscription = Subscription.objects.select_related("customer").filter(pk=subscription_id).first()
+        if subscription is None:
+            raise Http404(f"No subscription with id {subscription_id}")
+        if not self.has_change_permission(request, subscription):
+            raise PermissionDenied
+        return subscription
+
     # -- cancel ---------------------------------------------------------------------------------
+
+    def cancel_view(self, request, subscription_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        subscription = self._posted_subscription(request, subscription_id)
+        self._cancel_at_period_end(request, [subscription])
+        change_url = reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+        return HttpResponseRedirect(change_url)
 
     @admin.action(description="Cancel at period end", permissions=["change"])
     def cancel_at_end_of_period(self, request, queryset):
+        self._cancel_at_period_end(request, queryset.order_by("id"))
+
+    def _cancel_at_period_end(self, request, subscriptions) -> None:
         now = timezone.now()
         done, refused = [], []
-        for subscription in queryset.order_by("id"):
+        for subscription in subscriptions:
             try:
                 services.cancel_subscription(subscription, at_period_end=True, now=now)
             except ValidationError as exc:
@@ -230,6 +255,11 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 "<int:subscription_id>/generate-invoice/",
                 self.admin_site.admin_view(self.generate_view),
                 name="subscriptions_subscription_generate",
+            ),
+            path(
+                "<int:subscription_id>/cancel-at-period-end/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="subscriptions_subscription_cancel",
             ),
         ] + super().get_urls()
 

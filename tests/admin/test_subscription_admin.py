@@ -231,3 +231,23 @@ def test_a_plans_charges_are_edited_inline_and_meters_stay_in_the_organization(a
         ("API calls", Decimal("0.0200000000")),
         ("Extra calls", Decimal("0.5000000000")),
     ]
+
+
+def test_the_cancel_button_and_the_invoices_link_on_the_change_page(admin_client, world):
+    sub = world.domestic_subscription
+    change = reverse("admin:subscriptions_subscription_change", args=[sub.pk])
+    page = admin_client.get(change).content.decode()
+    assert 'id="cancel-at-period-end"' in page and 'name="_save"' not in page
+    done = admin_client.post(reverse("admin:subscriptions_subscription_cancel", args=[sub.pk]))
+    assert texts(done) == [
+        "Will cancel at period end: sub-baeckerei (ends 2025-02-01). The last period is still billed."
+    ]
+    sub.refresh_from_db()
+    assert sub.cancel_at_period_end is True
+    assert 'id="cancel-at-period-end"' not in admin_client.get(change).content.decode()
+    with time_machine.travel(T0.replace(month=2, hour=3), tick=False):
+        admin_client.post(reverse("admin:subscriptions_subscription_generate", args=[sub.pk]))
+    invoices = admin_client.get(
+        reverse("admin:invoicing_invoice_changelist"), {"subscription__id__exact": sub.pk}
+    )
+    assert [invoice.number for invoice in invoices.context["cl"].result_list] == ["INV-2025-0001"]
