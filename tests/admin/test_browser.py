@@ -59,7 +59,7 @@ def test_staff_generate_find_finalize_and_print_an_invoice(
     build_world(this_month - relativedelta(months=1))
     ARTIFACTS.mkdir(exist_ok=True)
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
     page.fill("#id_username", "staff")
     page.fill("#id_password", "correct-horse-battery")
