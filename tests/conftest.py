@@ -3,6 +3,7 @@ import logging.handlers
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 
 WORKERS = ("invoice_generator", "invoice_finalizer")
 
@@ -23,6 +24,9 @@ def worker_log_dir(tmp_path_factory):
     tests never write into the developer's logs/ and can read what the configured handler wrote."""
     log_dir = tmp_path_factory.mktemp("logs")
     (log_dir / "workers").mkdir()
+    # Readers of the logs (the admin's run page) look in settings.LOG_DIR: keep them in step.
+    log_dir_setting = override_settings(LOG_DIR=log_dir)
+    log_dir_setting.enable()
     moved = []
     for worker in WORKERS:
         for handler in logging.getLogger(f"worker.{worker}").handlers:
@@ -34,6 +38,7 @@ def worker_log_dir(tmp_path_factory):
     for handler, original in moved:
         handler.close()
         handler.baseFilename = original
+    log_dir_setting.disable()
 
 
 class _Lines(logging.Handler):
