@@ -1,7 +1,6 @@
-from decimal import Decimal
-
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Round
 from django_countries.fields import CountryField
 
 from subscriptions.models import currency_is_three_letters
@@ -100,15 +99,10 @@ class Invoice(models.Model):
             models.CheckConstraint(
                 condition=Q(subtotal__gte=0, tax_amount__gte=0), name="invoice_amounts_not_negative"
             ),
-            # Within half of the fourth decimal rather than equal: on PostgreSQL (numeric, exact, four
-            # places) that is the same as equality; SQLite adds the amounts as binary floats, where
-            # 72.91 + 13.85 is 86.75999999999999 and an exact total would be refused.
+            # Rounded to the column's 4 places: SQLite keeps decimals as binary floats, where
+            # 262.87 + 56.48 != 319.35; on PostgreSQL's exact numeric the rounding changes nothing.
             models.CheckConstraint(
-                condition=Q(
-                    total__gte=F("subtotal") + F("tax_amount") - Decimal("0.00005"),
-                    total__lte=F("subtotal") + F("tax_amount") + Decimal("0.00005"),
-                ),
-                name="invoice_total_adds_up",
+                condition=Q(total=Round(F("subtotal") + F("tax_amount"), 4)), name="invoice_total_adds_up"
             ),
             models.CheckConstraint(
                 condition=Q(tax_rate__gte=0, tax_rate__lte=100), name="invoice_tax_rate_percentage"

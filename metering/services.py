@@ -77,12 +77,23 @@ def ingest_events(organization, payloads: list[dict], now: datetime | None = Non
         candidates.setdefault(event.transaction_id, event)
 
     if candidates:
+        # Only to label the answers: a replay within the same instant has the same received_at as
+        # the stored row, so received_at alone cannot tell it from our own insert.
+        seen_before = set(
+            UsageEvent.objects.filter(
+                organization=organization, transaction_id__in=list(candidates)
+            ).values_list("transaction_id", flat=True)
+        )
         UsageEvent.objects.bulk_create(candidates.values(), ignore_conflicts=True, batch_size=MAX_BATCH)
         stored = UsageEvent.objects.filter(organization=organization, transaction_id__in=list(candidates))
         for event in stored:
             mine = candidates[event.transaction_id]
             # Our row, or one stored before (or by a racing request): tell them apart by received_at.
-            fresh = event.received_at == mine.received_at and event.timestamp == mine.timestamp
+            fresh = (
+                event.transaction_id not in seen_before
+                and event.received_at == mine.received_at
+                and event.timestamp == mine.timestamp
+            )
             for n, i in enumerate(owner[event.transaction_id]):
                 results[i].event = event
                 results[i].status = "created" if fresh and n == 0 else "duplicate"
