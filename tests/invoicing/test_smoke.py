@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from invoicing.generator import InvoiceGenerator
-from tests.factories import ChargeFactory, SubscriptionFactory, T0
+from tests.factories import T0, ChargeFactory, SubscriptionFactory
 
 
 @pytest.mark.django_db
