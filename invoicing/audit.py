@@ -8,6 +8,7 @@ arithmetic is redone in Python with the same rounding functions the invoice run 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db.models import Count, F, IntegerField, Max, Min, Sum, Window
 from django.db.models.functions import Cast, ExtractYear, Lag, Substr
@@ -45,6 +46,19 @@ def audit_invoices(counts: AuditCounts | None = None) -> Iterator[Finding]:
     yield from _numbers_without_gaps()
 
 
+def _show(amount, currency: str | None = None) -> str:
+    """An amount as people read it: no trailing zeros beyond the currency's places (49.3800 ->
+    49.38, 1240.5000 JPY -> 1240.5), so a finding shows exactly the digits that are wrong."""
+    if amount is None:
+        return "nothing"
+    value = amount.normalize()
+    if value == value.to_integral_value() and currency is None:
+        value = value.quantize(1)
+    if currency is not None and -value.as_tuple().exponent < money.minor_unit(currency):
+        value = value.quantize(Decimal(1).scaleb(-money.minor_unit(currency)))
+    return f"{value:f}"
+
+
 def _who(number: str, organization: str) -> str:
     return f"{number} ({organization})"
 
@@ -72,18 +86,30 @@ def _invoice_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
         if line_count == 0:
             yield Finding(who, "has no line items")
         elif lines_total != subtotal:
-            yield Finding(who, f"line items add up to {lines_total} but the subtotal is {subtotal}")
+            yield Finding(
+                who,
+                f"line items add up to {_show(lines_total, currency)} "
+                f"but the subtotal is {_show(subtotal, currency)}",
+            )
         if subtotal + tax != total:
             yield Finding(
-                who, f"subtotal {subtotal} + tax {tax} is {subtotal + tax} but the total is {total}"
+                who,
+                f"subtotal {_show(subtotal, currency)} + tax {_show(tax, currency)} is "
+                f"{_show(subtotal + tax, currency)} but the total is {_show(total, currency)}",
             )
         expected_tax = money.percent_of(subtotal, rate, currency)
         if tax != expected_tax:
-            yield Finding(who, f"tax is {tax} but {rate}% of {subtotal} rounds to {expected_tax} {currency}")
+            yield Finding(
+                who,
+                f"tax is {_show(tax, currency)} but {_show(rate)}% of {_show(subtotal, currency)} rounds to "
+                f"{_show(expected_tax, currency)} {currency}",
+            )
         for name, amount in (("subtotal", subtotal), ("tax", tax), ("total", total)):
             if money.round_money(amount, currency) != amount:
                 yield Finding(
-                    who, f"{name} {amount} is not rounded to {currency}'s {money.minor_unit(currency)} places"
+                    who,
+                    f"{name} {_show(amount, currency)} is not rounded to {currency}'s "
+                    f"{money.minor_unit(currency)} decimal places",
                 )
 
 
@@ -107,8 +133,8 @@ def _line_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
         if amount != expected:
             yield Finding(
                 _who(number, org),
-                f"line {description!r}: {quantity} x {unit_price} rounds to {expected} {currency} "
-                f"but the line says {amount}",
+                f"line {description!r}: {_show(quantity)} x {_show(unit_price)} rounds to "
+                f"{_show(expected, currency)} {currency} but the line says {_show(amount, currency)}",
             )
 
 
