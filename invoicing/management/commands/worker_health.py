@@ -45,4 +45,4 @@ class Command(BaseCommand):
 
 
 def _json(health: dict) -> str:
-    return json.dumps(health, default=str, sort_keys=True)
+    return json.dumps(health, default=lambda value: value.isoformat(), sort_keys=True)
