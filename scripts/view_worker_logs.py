@@ -41,9 +41,7 @@ def log_files(worker: str) -> list[Path]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--worker", default="invoice_generator", help="e.g. invoice_generator, invoice_finalizer"
-    )
+    parser.add_argument("--worker", default="invoice_generator", help="e.g. invoice_finalizer")
     parser.add_argument("--lines", type=int, default=50, help="How many lines to show (the last ones)")
     parser.add_argument("--run-id", help="Only this run's lines (8 hex digits)")
     parser.add_argument("--level", choices=LEVELS, help="Only lines of this level and above")
