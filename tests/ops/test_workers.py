@@ -1,6 +1,7 @@
 """Several processes, crashes and outages, with real `manage.py generate_invoices` processes on the
 test database (spec section 2: never twice, never skipped, each run's counts true)."""
 
+import re
 import signal
 from decimal import Decimal
 
@@ -156,6 +157,38 @@ def test_sigterm_finishes_the_batch_in_hand_records_interrupted_and_exits_non_ze
     assert_audit_clean(capsys)
 
     rerun = manage("generate_invoices", "--now", NOW, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_billed_exactly_once(ids)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@transactional
+def test_sigterm_to_the_workers_parent_stops_every_child_after_its_batch(tmp_path, capsys):
+    ids = create_due_subscriptions(300)
+    env = child_env(tmp_path, database_url())
+    parent = start("generate_invoices", "--workers", "2", "--now", NOW, "--batch-size", "1", env=env)
+    wait_for_lines(parent, "✅ Generated", 6)
+    parent.send_signal(signal.SIGTERM)
+    out, err = parent.communicate(timeout=120)
+
+    assert parent.returncode == 1
+    # A child that had started its run stops after its batch; one still starting up simply ends.
+    runs = WorkerRun.objects.all()
+    assert 1 <= len(runs) <= 2
+    assert {r.status for r in runs} == {"INTERRUPTED"}
+    billed = Invoice.objects.count()
+    assert sum(r.invoices_created for r in runs) == billed < 900
+    assert f"| invoices={billed}" in out
+    problems = err.strip().splitlines()[-1].removeprefix("CommandError: ").split("; ")
+    assert len(problems) == 2
+    for problem in problems:
+        interrupted = r" \(run_id=[0-9a-f]{8}, INTERRUPTED\) exited with status 1"
+        assert re.fullmatch(rf"worker \d \(pid \d+\)({interrupted}| was killed by SIGTERM)", problem), problem
+    assert sum("INTERRUPTED" in p for p in problems) == len(runs)
+    assert_audit_clean(capsys)
+
+    rerun = manage("generate_invoices", "--workers", "2", "--now", NOW, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert_billed_exactly_once(ids)
 
