@@ -39,6 +39,16 @@ def _check(invoice: Invoice, action: str) -> None:
     raise InvoiceStateError(f"{invoice.number} is already {_ALREADY[invoice.status]}")
 
 
+def transition_error(invoice: Invoice, action: str) -> str | None:
+    """Why `action` (finalize, void, mark_paid) cannot apply to this invoice now, or None.
+    Lets a confirmation page say in advance what the action will refuse."""
+    try:
+        _check(invoice, action)
+    except InvoiceStateError as exc:
+        return str(exc)
+    return None
+
+
 def _locked(invoice_id: int) -> Invoice:
     return Invoice.objects.select_for_update().get(id=invoice_id)
 
