@@ -84,7 +84,7 @@ def test_crontab_add_show_remove_writes_absolute_paths_and_leaves_other_lines_al
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_cron_line_bills_due_subscriptions_with_cron_s_empty_environment(tmp_path, machine_crontab):
     this_month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     ids = create_due_subscriptions(5, anchor=this_month - relativedelta(months=2))

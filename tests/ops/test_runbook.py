@@ -12,7 +12,7 @@ from django.db import connection
 
 from invoicing.generator import InvoiceGenerator
 from tests.factories import ChargeFactory, OrganizationFactory, SubscriptionFactory
-from tests.ops.support import database_url
+from tests.ops.support import database_url, ensure_eu_vat_rates
 
 RUNBOOK = Path(settings.BASE_DIR, "README.md").read_text().split("## Operations", 1)[1].split("\n## ", 1)[0]
 PSQL = re.findall(r'^\s*psql "\$DATABASE_URL" -c "(.+)"$', RUNBOOK, re.MULTILINE)
@@ -21,6 +21,7 @@ SQLITE = re.findall(r'^\s*sqlite3 db\.sqlite3 "(.+)"$', RUNBOOK, re.MULTILINE)
 
 def acme_billed_for_january():
     """The runbook's example: organization acme-billing, subscription sub-acme, Jan 2025 billed."""
+    ensure_eu_vat_rates()
     org = OrganizationFactory(slug="acme-billing")
     sub = SubscriptionFactory(customer__organization=org, customer__name="Acme Corp", external_id="sub-acme")
     ChargeFactory(plan=sub.plan, unit_price=Decimal("49.00"))
@@ -49,7 +50,7 @@ def test_the_runbook_queries_run_on_this_schema_and_answer_its_questions():
 
 @pytest.mark.postgres
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_runbook_psql_lines_work_as_written():
     acme_billed_for_january()
     for sql in PSQL:

@@ -27,7 +27,7 @@ from tests.ops.support import (
 )
 
 NOW = MID_APRIL.isoformat()
-transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+transactional = pytest.mark.django_db(transaction=True)
 
 
 def assert_billed_exactly_once(subscription_ids, periods=(JAN, FEB, MAR)):
