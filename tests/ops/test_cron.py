@@ -1,10 +1,12 @@
 """The invoice run under a real cron: `manage.py crontab add` writes the user's crontab, and the line
 it wrote runs the jobs with cron's near-empty environment. The machine's crontab is restored after."""
 
+import fcntl
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,13 +27,18 @@ pytestmark = [
 
 @pytest.fixture
 def machine_crontab():
-    """Whatever crontab the user had is put back exactly, whatever the test does."""
-    before = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    yield
-    if before.returncode == 0:
-        subprocess.run(["crontab", "-"], input=before.stdout, text=True, check=True)
-    else:
-        subprocess.run(["crontab", "-r"], capture_output=True)
+    """Whatever crontab the user had is put back exactly, whatever the test does. The user has one
+    crontab, so tests that write it take turns (also across pytest-xdist workers)."""
+    with open(Path(tempfile.gettempdir()) / "billing-engine-crontab-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+        try:
+            yield
+        finally:
+            if before.returncode == 0:
+                subprocess.run(["crontab", "-"], input=before.stdout, text=True, check=True)
+            else:
+                subprocess.run(["crontab", "-r"], capture_output=True)
 
 
 def our_lines() -> list[str]:
