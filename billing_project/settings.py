@@ -178,5 +178,5 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     # Only behind a proxy that terminates TLS and always sets this header itself.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Request bodies: a 1000-event batch is ~0.3 MB; 5 MB leaves room and refuses anything absurd.
+# Request bodies: a 1000-event batch is ~0.4 MB; 5 MB leaves room and refuses anything absurd.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)

@@ -79,7 +79,6 @@ class PoolResult:
     total: RunCounts = field(default_factory=RunCounts)
     runs: list[RunCounts] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line per child that did not succeed
-    interrupted: bool = False
 
 
 def run_workers(count: int, now: datetime, batch_size: int) -> PoolResult:
@@ -103,7 +102,6 @@ def run_workers(count: int, now: datetime, batch_size: int) -> PoolResult:
             children.append((n, subprocess.Popen(command), report))
 
         def forward(signum, frame):
-            pool.interrupted = True
             for _, child, _ in children:
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
