@@ -189,7 +189,8 @@ SQLITE_REVERSE = [
 
 
 class Migration(migrations.Migration):
-    dependencies = [("invoicing", "0003_seed_eu_vat_rates")]
+    # After 0004: on SQLite a constraint change rebuilds the table, which would drop these triggers.
+    dependencies = [("invoicing", "0004_invoice_total_adds_up_rounded")]
 
     operations = [
         RunSQLOn("postgresql", POSTGRESQL, POSTGRESQL_REVERSE),
