@@ -1,6 +1,7 @@
 from datetime import UTC, date, datetime, timedelta
 
 from dateutil.relativedelta import relativedelta
+from django.db import DatabaseError
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
@@ -20,8 +21,25 @@ def drafts_due_for_finalization(now: datetime):
 
 
 def worker_health(worker: str = "invoice_generator", now: datetime | None = None) -> dict:
-    """Healthy when a full run succeeded within the last two hours (wall-clock)."""
+    """Healthy when a full run succeeded within the last two hours (wall-clock).
+
+    A database that cannot be reached is unhealthy too, with `error` saying so (no exception), so
+    the health endpoint and the worker_health command report an outage instead of failing."""
     now = now or timezone.now()
+    try:
+        return _worker_health(worker, now)
+    except DatabaseError as exc:
+        # The exception's text names hosts and ports; a public health answer says only what failed.
+        return {
+            "worker": worker,
+            "healthy": False,
+            "error": f"database unreachable ({type(exc).__name__})",
+            "last_success_at": None,
+            "last_run": None,
+        }
+
+
+def _worker_health(worker: str, now: datetime) -> dict:
     last_success = (
         WorkerRun.objects.filter(worker=worker, scope="all", status=WorkerRun.Status.SUCCEEDED)
         .order_by("-finished_at")
