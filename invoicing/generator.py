@@ -4,11 +4,13 @@ Work is claimed in batches with SELECT ... FOR UPDATE SKIP LOCKED, so several ru
 hosts, cron plus a manual trigger) share the due subscriptions without waiting on each other and
 without billing anything twice. For each batch:
 
-1. plan: work out every due period of every claimed subscription, aggregate their usage in a few
-   SQL statements (one per aggregation type) and price each period in Python. A subscription
-   whose planning fails (bad data, a missing tax rate, a bug) is logged and left for the next run.
-2. write: take invoice numbers, insert invoices and lines, advance the subscriptions, all in one
-   savepoint. If that savepoint fails, the batch is written again one subscription per savepoint,
+1. plan: work out every due period of every claimed subscription, aggregate their usage in one
+   SQL statement (metering.selectors.aggregate_usage) and price each period in Python. A
+   subscription whose planning fails (bad data, a missing tax rate, a bug) is logged and left for
+   the next run.
+2. write: take invoice numbers, insert invoices and lines, advance the subscriptions (one statement
+   each for the whole batch: invoicing.batch_writes), all in one savepoint. If that savepoint
+   fails, the batch is written again one subscription per savepoint,
    so a bad subscription fails alone and the rest of the batch still lands.
 3. commit: billing a period and advancing its subscription become visible together or not at all.
 
