@@ -83,7 +83,10 @@ def _ingest_chunk(organization, payloads, now, results) -> None:
     if not rows:
         return
 
-    created = _insert(organization.id, now, list(rows.values()))
+    document = _encode(rows, owners)
+    if not rows:
+        return
+    created = _insert(organization.id, now, document, list(rows.values()))
     missing = [t for t in rows if t not in created]
     stored = dict(created)
     if missing:
@@ -99,25 +102,68 @@ def _ingest_chunk(organization, payloads, now, results) -> None:
 
 
 class _Lookup:
-    """Everything the batch refers to, read with one query per kind."""
+    """Everything the batch refers to, read with one query per kind. Raw SQL with `= ANY(array)` on
+    PostgreSQL: for a batch naming hundreds of customers it is ten times cheaper than an ORM IN list."""
 
     def __init__(self, organization, payloads):
-        customer_ids = _strings(payloads, "external_customer_id")
-        codes = _strings(payloads, "code")
-        subscription_ids = _strings(payloads, "external_subscription_id")
+        customer_refs = _strings(payloads, "external_customer_id")
+        subscription_refs = _strings(payloads, "external_subscription_id")
+        self.meters = {
+            m.code: m
+            for m in Meter.objects.filter(organization=organization, code__in=_strings(payloads, "code"))
+        }
         self.customers = dict(
-            Customer.objects.filter(organization=organization, external_id__in=customer_ids).values_list(
-                "external_id", "id"
+            _rows(
+                f"SELECT external_id, id FROM {_table(Customer)} WHERE organization_id = %s AND ",
+                [organization.id],
+                "external_id",
+                customer_refs,
             )
         )
-        self.meters = {m.code: m for m in Meter.objects.filter(organization=organization, code__in=codes)}
         self.subscriptions = {
             external_id: (sub_id, customer_id)
-            for external_id, sub_id, customer_id in Subscription.objects.filter(
-                organization=organization, external_id__in=subscription_ids
-            ).values_list("external_id", "id", "customer_id")
+            for external_id, sub_id, customer_id in _rows(
+                f"SELECT external_id, id, customer_id FROM {_table(Subscription)} "
+                "WHERE organization_id = %s AND ",
+                [organization.id],
+                "external_id",
+                subscription_refs,
+            )
         }
-        self.charging = _active_subscriptions_charging(self.customers.values(), self.meters.values())
+        # (customer id, meter id) -> ids of the customer's active subscriptions charging that meter
+        self.charging: dict = {}
+        meter_ids = [m.id for m in self.meters.values()]
+        if meter_ids and self.customers:
+            rows = _rows(
+                f"SELECT s.customer_id, c.meter_id, s.id FROM {_table(Subscription)} s "
+                f"JOIN {_table(Charge)} c ON c.plan_id = s.plan_id "
+                "WHERE s.organization_id = %s AND s.status = %s AND c.meter_id IN ("
+                + ", ".join(["%s"] * len(meter_ids))
+                + ") AND ",
+                [organization.id, Subscription.Status.ACTIVE, *meter_ids],
+                "s.customer_id",
+                list(self.customers.values()),
+            )
+            for customer_id, meter_id, subscription_id in rows:
+                self.charging.setdefault((customer_id, meter_id), set()).add(subscription_id)
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _rows(sql: str, params: list, column: str, values) -> list[tuple]:
+    """Runs `sql` + "<column> is one of values"."""
+    values = list(values)
+    if not values:
+        return []
+    if connection.vendor == "postgresql":
+        sql, params = sql + f"{column} = ANY(%s)", [*params, values]
+    else:
+        sql, params = sql + f"{column} IN ({', '.join(['%s'] * len(values))})", [*params, *values]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _check(payload, now, lookup: _Lookup) -> tuple:
@@ -143,17 +189,8 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
     properties = payload.get("properties")
     if properties is None:
         properties = {}
-    properties_json = None
-    if not isinstance(properties, dict):
+    elif not isinstance(properties, dict):
         errors["properties"] = "must be a JSON object"
-    else:
-        try:
-            properties_json = json.dumps(properties, separators=(",", ":"))
-        except (ValueError, TypeError):
-            errors["properties"] = "must be a JSON object"
-        else:
-            if "\\u0000" in properties_json:  # PostgreSQL's jsonb cannot hold NUL characters
-                errors["properties"] = "must not contain NUL (\\u0000) characters"
 
     subscription_id = None
     sub_ref = payload.get("external_subscription_id")
@@ -172,7 +209,7 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
             "required: the customer has more than one active subscription charging this meter"
         )
     value = value_text = None
-    if meter is not None and properties_json is not None and meter.aggregation_type != "COUNT":
+    if meter is not None and isinstance(properties, dict) and meter.aggregation_type != "COUNT":
         try:
             value, value_text = meter_values(meter, properties)
         except InvalidEventValue as exc:
@@ -188,7 +225,7 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
         subscription_id,
         meter.code,
         timestamp,
-        properties_json,
+        properties,
         value,
         value_text,
     )
@@ -200,21 +237,79 @@ _COLUMNS = (
 )
 
 
-def _insert(organization_id: int, now: datetime, rows: list[tuple]) -> dict[str, int]:
+def _encode(rows: dict, owners: dict) -> str | None:
+    """The rows as one JSON document (PostgreSQL reads it with json_to_recordset): one C-speed
+    json.dumps for the batch instead of adapting thousands of Python values one by one."""
+    while rows:
+        try:
+            document = json.dumps(
+                [
+                    {
+                        "t": t,
+                        "c": customer_id,
+                        "s": sub_id,
+                        "m": code,
+                        "ts": timestamp.isoformat(),
+                        "p": properties,
+                        "v": None if value is None else str(value),
+                        "vt": value_text,
+                    }
+                    for (
+                        t,
+                        customer_id,
+                        sub_id,
+                        code,
+                        timestamp,
+                        properties,
+                        value,
+                        value_text,
+                    ) in rows.values()
+                ],
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        except (TypeError, ValueError):
+            document = None
+        if document is not None and "\\u0000" not in document:
+            return document
+        # Rare: some event's properties cannot be stored (NUL characters, which jsonb refuses, or
+        # values that are not JSON). Find them, reject them, encode the rest.
+        unstorable = [t for t, row in rows.items() if not _storable(row[5])]
+        if not unstorable:
+            raise ValueError("usage events could not be encoded")  # cannot happen: each row encodes
+        for t in unstorable:
+            del rows[t]
+            for result in owners.pop(t):
+                result.status, result.event_id = "rejected", None
+                result.errors = {"properties": ["must be JSON without NUL (\\u0000) characters"]}
+    return None
+
+
+def _storable(properties) -> bool:
+    try:
+        return "\\u0000" not in json.dumps(properties, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+
+
+_COLUMNS = (
+    "organization_id, received_at, transaction_id, customer_id, subscription_id, code, timestamp, "
+    "properties, value, value_text"
+)
+
+
+def _insert(organization_id: int, now: datetime, document: str | None, rows: list[tuple]) -> dict[str, int]:
     """Insert the rows that are new; {transaction_id: id} of exactly those."""
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     conflict = "ON CONFLICT (organization_id, transaction_id) DO NOTHING RETURNING transaction_id, id"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Ten array parameters instead of ten per row: the statement stays small and psycopg
-            # sends the columns in one go, whatever the batch size.
-            columns = list(zip(*rows, strict=True))
             cursor.execute(
                 f"INSERT INTO {table} ({_COLUMNS}) "
-                "SELECT %s, %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-                "%s::timestamptz[], %s::jsonb[], %s::numeric[], %s::text[]) "
+                "SELECT %s, %s, r.t, r.c, r.s, r.m, r.ts, r.p, r.v, r.vt FROM json_to_recordset(%s::json) "
+                "AS r(t text, c bigint, s bigint, m text, ts timestamptz, p jsonb, v numeric, vt text) "
                 f"{conflict}",
-                [organization_id, now, *(list(c) for c in columns)],
+                [organization_id, now, document],
             )
         else:
             adapt = connection.ops.adapt_datetimefield_value
@@ -230,7 +325,7 @@ def _insert(organization_id: int, now: datetime, rows: list[tuple]) -> dict[str,
                     sub_id,
                     code,
                     adapt(timestamp),
-                    properties,
+                    json.dumps(properties),
                     None if value is None else str(value),
                     value_text,
                 ]
@@ -270,16 +365,3 @@ def _shown(value) -> str:
 
 def _strings(payloads, key) -> set[str]:
     return {p.get(key) for p in payloads if isinstance(p, dict) and _is_id(p.get(key))}
-
-
-def _active_subscriptions_charging(customer_ids, meters) -> dict:
-    """(customer id, meter id) -> ids of the customer's active subscriptions charging that meter."""
-    rows = Charge.objects.filter(
-        meter__in=list(meters),
-        plan__subscriptions__customer_id__in=list(customer_ids),
-        plan__subscriptions__status=Subscription.Status.ACTIVE,
-    ).values_list("plan__subscriptions__customer_id", "meter_id", "plan__subscriptions__id")
-    found: dict = {}
-    for customer_id, meter_id, subscription_id in rows:
-        found.setdefault((customer_id, meter_id), set()).add(subscription_id)
-    return found
