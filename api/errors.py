@@ -44,7 +44,9 @@ def field_map(error: DjangoValidationError) -> dict | list:
 
 def exception_handler(exc, context):
     if isinstance(exc, exceptions.NotAuthenticated):
+        auth_header = getattr(exc, "auth_header", None)
         exc = exceptions.NotAuthenticated(f"Authorization: no API key; {HOW}")
+        exc.auth_header = auth_header
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(field_map(exc))
     elif isinstance(exc, InvoiceStateError):

@@ -46,12 +46,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--keep", action="store_true", help="Keep the benchmark database afterwards")
 
-    def handle(self, *args, events, batch, workers, gunicorn_workers, customers, database_url, keep, **options):
+    def handle(
+        self, *args, events, batch, workers, gunicorn_workers, customers, database_url, keep, **options
+    ):
         if not 1 <= batch <= 1000 or events < 1 or workers < 1 or customers < 1:
             raise CommandError("--batch must be 1..1000; --events, --workers and --customers at least 1")
         url = database_url or self.default_url()
         if not url.startswith(("postgres://", "postgresql://")):
-            raise CommandError("database-url: the benchmark needs PostgreSQL (set DATABASE_URL=postgres://...)")
+            raise CommandError(
+                "database-url: the benchmark needs PostgreSQL (set DATABASE_URL=postgres://...)"
+            )
         self.recreate_database(url)
         try:
             key = self.prepare(url, customers)
@@ -84,7 +88,9 @@ class Command(BaseCommand):
     def default_url(self) -> str:
         base = os.environ.get("DATABASE_URL", "")
         if not base.startswith(("postgres://", "postgresql://")):
-            raise CommandError("database-url: the benchmark needs PostgreSQL (set DATABASE_URL=postgres://...)")
+            raise CommandError(
+                "database-url: the benchmark needs PostgreSQL (set DATABASE_URL=postgres://...)"
+            )
         parts = urlsplit(base)
         return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "_bench", query=""))
 
@@ -127,7 +133,9 @@ class Command(BaseCommand):
         Meter.objects.using(ALIAS).bulk_create(
             [
                 Meter(organization=org, code="api_calls", name="API calls", aggregation_type="COUNT"),
-                Meter(organization=org, code="storage", name="Storage", aggregation_type="SUM", field_name="gb"),
+                Meter(
+                    organization=org, code="storage", name="Storage", aggregation_type="SUM", field_name="gb"
+                ),
             ]
         )
         key = KEY_PREFIX + "bench-" + os.urandom(16).hex()
@@ -188,9 +196,9 @@ class Command(BaseCommand):
             if server.poll() is not None:
                 raise CommandError("gunicorn exited before it answered")
             try:
-                if requests.get(f"http://127.0.0.1:{port}/api/v1/workers/health", timeout=2).status_code:
+                if requests.get(f"http://127.0.0.1:{port}/api/v1/workers/health", timeout=10).status_code:
                     return server
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.2)
         server.terminate()
         raise CommandError("gunicorn did not answer within 60 s")
