@@ -43,6 +43,7 @@ IDEMPOTENCY = OpenApiParameter(
     "with another body it is a 422.",
 )
 IDEMPOTENCY_ERRORS = {
+    400: OpenApiResponse(E, description="Invalid input, or an Idempotency-Key that is empty or too long"),
     409: OpenApiResponse(
         E, description="A request with this Idempotency-Key is still running, or a conflict"
     ),
@@ -436,6 +437,7 @@ def transition_schema(summary, description):
         parameters=[IDEMPOTENCY],
         responses={
             200: s.InvoiceDetailSerializer,
+            400: IDEMPOTENCY_ERRORS[400],
             401: UNAUTHORIZED,
             404: NOT_FOUND,
             409: OpenApiResponse(
