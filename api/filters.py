@@ -1,5 +1,8 @@
+from datetime import UTC
+
 from django import forms
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 
 from invoicing.models import Invoice
 
@@ -10,20 +13,37 @@ class IdFilter(filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class UTCDateTimeField(IsoDateTimeField):
+    """Converted to UTC here: PostgreSQL refuses offsets beyond +/-15:59 that ISO 8601 allows."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("is out of range once converted to UTC") from None
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
 class InvoiceFilter(filters.FilterSet):
     subscription = IdFilter(
         field_name="subscription_id", min_value=1, max_value=MAX_ID, help_text="Subscription id"
     )
     customer = IdFilter(field_name="customer_id", min_value=1, max_value=MAX_ID, help_text="Customer id")
     status = filters.ChoiceFilter(choices=Invoice.Status.choices)
-    period = filters.IsoDateTimeFilter(
+    period = UTCDateTimeFilter(
         method="filter_period",
         help_text="An ISO 8601 instant: invoices whose period contains it (period_start <= t < period_end)",
     )
-    period_start_after = filters.IsoDateTimeFilter(
+    period_start_after = UTCDateTimeFilter(
         field_name="period_start", lookup_expr="gte", help_text="period_start >= this instant"
     )
-    period_start_before = filters.IsoDateTimeFilter(
+    period_start_before = UTCDateTimeFilter(
         field_name="period_start", lookup_expr="lt", help_text="period_start < this instant"
     )
 

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from invoicing.models import TaxRate
 from subscriptions.services import create_api_key
 from tests.factories import OrganizationFactory
 
@@ -55,6 +56,8 @@ def server(transactional_db, tmp_path):
 
 def test_documented_flow_over_http(server):
     org = OrganizationFactory(slug="acme-billing", country="DE")
+    # An earlier transactional test may have flushed the rates the data migration seeded.
+    TaxRate.objects.get_or_create(country="DE", region="", valid_from=date(2007, 1, 1), defaults={"rate": 19})
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {create_api_key(org)[1]}"
 
