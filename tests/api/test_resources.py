@@ -206,3 +206,26 @@ def test_subscription_errors(api, org):
     }
     assert "start_at" in error(start_at="yesterday")
     assert Subscription.objects.filter(external_id="new").count() == 0
+
+
+def test_schema_and_docs_are_served_without_a_key(client, db):
+    schema = client.get("/api/v1/schema/")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in (
+        "/api/v1/customers:",
+        "/api/v1/meters/{id}:",
+        "/api/v1/plans:",
+        "/api/v1/subscriptions/{id}/cancel:",
+        "/api/v1/subscriptions/{id}/generate-invoice:",
+        "/api/v1/subscriptions/{id}/upcoming-invoice:",
+        "/api/v1/events:",
+        "/api/v1/invoices:",
+        "/api/v1/invoices/{id}/finalize:",
+        "/api/v1/invoices/{id}/void:",
+        "/api/v1/workers/health:",
+    ):
+        assert path in text, path
+    assert "bearer" in text and "Idempotency-Key" in text
+    docs = client.get("/api/v1/docs/")
+    assert docs.status_code == 200 and b"swagger" in docs.content.lower()

@@ -73,6 +73,8 @@ class Command(BaseCommand):
             if not keep:
                 self.drop_database(url)
         result.update(events=events, batch=batch, workers=workers, gunicorn_workers=gunicorn_workers)
+        # The machine's load when we finished: other processes on the same cores lower the figure.
+        result["load_average_1m"] = round(os.getloadavg()[0], 2)
         result["lost"] = events - result["rows"]
         result["events_per_s"] = round(events / result["seconds"])
         self.stdout.write(
