@@ -6,6 +6,7 @@ views stay thin and no input of any shape ends in a 500."""
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
@@ -59,8 +60,10 @@ def exception_handler(exc, context):
     elif isinstance(exc, (DataError, OverflowError)):
         exc = exceptions.ValidationError({"non_field_errors": ["a value is out of range for its field"]})
     elif isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(
-            {"detail": "request body is too large"}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+            {"detail": f"request body is larger than {limit} bytes"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     return drf_exception_handler(exc, context)
 

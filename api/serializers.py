@@ -412,4 +412,6 @@ class WorkerHealthSerializer(serializers.Serializer):
     healthy = serializers.BooleanField()
     last_success_at = serializers.DateTimeField(allow_null=True)
     last_run = WorkerRunSerializer(allow_null=True)
-    detail = serializers.CharField(required=False)
+    error = serializers.CharField(
+        required=False, help_text="Why the check itself failed (database unreachable)"
+    )

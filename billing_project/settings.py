@@ -4,6 +4,9 @@ The defaults give a working first run on SQLite; production sets DATABASE_URL, S
 DEBUG=False (the app refuses to start with DEBUG off and no SECRET_KEY).
 """
 
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import environ
@@ -14,7 +17,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 # Cron starts jobs with an almost empty environment; reading .env from the project directory
 # (not the working directory) makes cron jobs see the same configuration as the shell.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# ENV_FILE points at another file (e.g. /etc/billing/env); `crontab add` writes it into the cron line.
+ENV_FILE = os.environ.get("ENV_FILE", "")
+environ.Env.read_env(ENV_FILE or BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -34,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_countries",
+    "django_crontab",
     "subscriptions",
     "metering",
     "invoicing",
@@ -140,7 +146,7 @@ INSTALLED_APPS += ["rest_framework", "django_filters", "drf_spectacular", "api"]
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["api.authentication.HasApiKey"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -169,3 +175,43 @@ SPECTACULAR_SETTINGS = {
         "SubscriptionStatusEnum": "subscriptions.models.Subscription.Status",
     },
 }
+
+# -- Operations: cron (django-crontab), spec section 5 ----------------------------------------------
+# `manage.py crontab add` writes one line per job into the user's crontab, e.g.
+#   0 * * * * /srv/billing/.venv/bin/python /srv/billing/manage.py crontab run <hash> >> logs/cron.log 2>&1
+# The line names this interpreter (the virtualenv's) and this checkout's manage.py by absolute path,
+# so it does not depend on cron's PATH or working directory; settings then read BASE_DIR/.env (or
+# ENV_FILE), so the job sees the same DATABASE_URL and the rest as the shell.
+CRONJOBS = [
+    ("0 * * * *", "invoicing.cron.generate_invoices"),
+    ("*/5 * * * *", "invoicing.cron.finalize_invoices"),
+]
+CRONTAB_DJANGO_PROJECT_NAME = "billing_project"
+CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
+CRONTAB_PYTHON_EXECUTABLE = sys.executable
+# One checkout's `crontab remove` must not remove another checkout's jobs.
+CRONTAB_COMMENT = f"billing-engine jobs for {BASE_DIR}"
+CRONTAB_COMMAND_PREFIX = f"ENV_FILE={shlex.quote(ENV_FILE)}" if ENV_FILE else ""
+CRONTAB_COMMAND_SUFFIX = f">> {shlex.quote(str(LOG_DIR / 'cron.log'))} 2>&1"
+# No lock file: concurrent runs (two hosts, cron plus a manual run) share the work through
+# SELECT ... FOR UPDATE SKIP LOCKED instead, and a lock file could outlive a crashed host.
+CRONTAB_LOCK_JOBS = False
+LOGGING["loggers"]["django_crontab"] = {"handlers": ["cron_console"], "level": "INFO", "propagate": False}
+LOGGING["handlers"]["cron_console"] = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+
+# -- Operations: security (manage.py check --deploy is clean with DEBUG=False) ---------------------
+# Each setting can be switched by the environment; with DEBUG off the defaults are the safe ones.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    # Only behind a proxy that terminates TLS and always sets this header itself.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Request bodies: a 1000-event batch is ~0.4 MB; 5 MB leaves room and refuses anything absurd.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)

@@ -18,7 +18,7 @@ counter (waited on, held only for the write).
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -80,7 +80,9 @@ class InvoiceGenerator:
         self, now: datetime | None = None, *, subscription_id: int | None = None, dry_run: bool = False
     ) -> RunResult:
         """Bill every ACTIVE subscription whose current period ended by `now` (or just one)."""
-        now = now or timezone.now()
+        # In UTC, so the invoice number's year is the UTC calendar year of issued_at whatever the
+        # caller's time zone (New Year's Eve 22:30 UTC is already 2026 in Athens).
+        now = (now or timezone.now()).astimezone(UTC)
         result = RunResult(run_id=new_run_id())
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._rates = {}, TaxRateBook.load()
@@ -111,7 +113,7 @@ class InvoiceGenerator:
                 result.status = WorkerRun.Status.SUCCEEDED
         except Exception as exc:
             result.status = WorkerRun.Status.FAILED
-            error = f"{type(exc).__name__}: {exc}".strip()
+            error = one_line_reason(exc)
             self.log.error(f"💥 Run failed | error={error}")
             raise
         finally:
@@ -218,7 +220,7 @@ class InvoiceGenerator:
                         )
                     )
             except Exception as exc:  # one subscription's bad data must not stop the run
-                failures.append((subscription, f"{type(exc).__name__}: {exc}"))
+                failures.append((subscription, one_line_reason(exc)))
                 continue
             ready.append(plan)
         return ready, failures
@@ -236,7 +238,7 @@ class InvoiceGenerator:
                 with transaction.atomic():
                     written.append((plan, self._insert([plan], now)[0]))
             except DatabaseError as exc:
-                failures.append((plan.subscription, f"{type(exc).__name__}: {exc}".strip()))
+                failures.append((plan.subscription, one_line_reason(exc)))
         return written, failures
 
     def _insert(self, plans, now) -> list[list[Invoice]]:
@@ -244,7 +246,9 @@ class InvoiceGenerator:
         counts = defaultdict(int)
         for plan in plans:
             counts[plan.subscription.organization_id] += len(plan.drafts)
-        for organization_id, count in counts.items():
+        # One global lock order on the counters (by organization id): in batch order, two runs
+        # whose batches hold two organizations the other way round would deadlock.
+        for organization_id, count in sorted(counts.items()):
             numbers[organization_id] = take_invoice_numbers(organization_id, now.year, count)
             numbers[organization_id].reverse()
 
@@ -355,6 +359,12 @@ class InvoiceGenerator:
             f"🏁 Completed | processed={result.processed} | successful={result.successful} "
             f"| failed={result.failed}" + (f" | skipped={result.skipped}" if result.skipped else "")
         )
+
+
+def one_line_reason(exc: Exception) -> str:
+    """`DataError: numeric field overflow DETAIL: ...`: PostgreSQL's messages span several lines,
+    and the log has one line per failure."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def usage_question(subscription, charge, period) -> UsageQuestion:

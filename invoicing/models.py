@@ -1,5 +1,6 @@
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Round
 from django_countries.fields import CountryField
 
 from subscriptions.models import currency_is_three_letters
@@ -47,6 +48,42 @@ class InvoiceNumberSequence(models.Model):
         return f"{self.organization_id}/{self.year}: {self.last_number}"
 
 
+class InvoiceLockedError(Exception):
+    """A change that a finalized, paid or void invoice does not allow (spec section 4)."""
+
+
+# What an invoice keeps for ever once it is no longer a draft. Migration 0004's database triggers
+# enforce the same list; the guard below refuses in Python first, with a message naming the fields.
+LOCKED_FIELDS = (
+    "number",
+    "organization_id",
+    "customer_id",
+    "subscription_id",
+    "period_start",
+    "period_end",
+    "currency",
+    "subtotal",
+    "tax_rate",
+    "tax_amount",
+    "tax_reason",
+    "total",
+    "issued_at",
+    "scheduled_finalize_at",
+    "finalized_at",
+)
+# The only ways out of FINALIZED, each setting its date once.
+LOCKED_TRANSITIONS = {("FINALIZED", "PAID"): "paid_at", ("FINALIZED", "VOID"): "voided_at"}
+_GUARDED = (*LOCKED_FIELDS, "status", "paid_at", "voided_at")
+
+
+class InvoiceQuerySet(models.QuerySet):
+    def delete(self):
+        locked = self.exclude(status="DRAFT").values_list("number", flat=True)[:5]
+        if locked:
+            raise InvoiceLockedError(f"{', '.join(locked)}: only drafts can be deleted (void it instead)")
+        return super().delete()
+
+
 class Invoice(models.Model):
     class Status(models.TextChoices):
         DRAFT = "DRAFT"
@@ -86,6 +123,8 @@ class Invoice(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = InvoiceQuerySet.as_manager()
+
     class Meta:
         ordering = ["-issued_at", "-id"]
         constraints = [
@@ -98,8 +137,10 @@ class Invoice(models.Model):
             models.CheckConstraint(
                 condition=Q(subtotal__gte=0, tax_amount__gte=0), name="invoice_amounts_not_negative"
             ),
+            # Rounded to the column's 4 places: SQLite keeps decimals as binary floats, where
+            # 262.87 + 56.48 != 319.35; on PostgreSQL's exact numeric the rounding changes nothing.
             models.CheckConstraint(
-                condition=Q(total=F("subtotal") + F("tax_amount")), name="invoice_total_adds_up"
+                condition=Q(total=Round(F("subtotal") + F("tax_amount"), 4)), name="invoice_total_adds_up"
             ),
             models.CheckConstraint(
                 condition=Q(tax_rate__gte=0, tax_rate__lte=100), name="invoice_tax_rate_percentage"
@@ -136,6 +177,57 @@ class Invoice(models.Model):
     def __str__(self):
         return self.number
 
+    def save(self, *args, update_fields=None, **kwargs):
+        if not self._state.adding and self.pk is not None:
+            self.check_change_allowed(update_fields)
+        super().save(*args, update_fields=update_fields, **kwargs)
+        self._stored = {name: self.__dict__[name] for name in _GUARDED if name in self.__dict__}
+
+    def delete(self, *args, **kwargs):
+        if self._stored_values().get("status", self.Status.DRAFT) != self.Status.DRAFT:
+            raise InvoiceLockedError(f"{self.number} is {self._stored['status']}: only drafts can be deleted")
+        return super().delete(*args, **kwargs)
+
+    # -- the guard: a finalized invoice never changes again ---------------------------------------
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        invoice = super().from_db(db, field_names, values)
+        invoice._stored = {name: invoice.__dict__[name] for name in _GUARDED if name in invoice.__dict__}
+        return invoice
+
+    def check_change_allowed(self, update_fields=None) -> None:
+        """Raise InvoiceLockedError if saving now would change what a non-draft keeps."""
+        stored = self._stored_values()
+        old = stored.get("status")
+        if old is None or old == self.Status.DRAFT:
+            return
+        written = None if update_fields is None else set(update_fields)
+
+        def writes(attname):
+            return written is None or attname in written or attname.removesuffix("_id") in written
+
+        changed = [f for f in LOCKED_FIELDS if f in stored and writes(f) and getattr(self, f) != stored[f]]
+        if changed:
+            raise InvoiceLockedError(
+                f"{stored.get('number', self.number)} is {old}: {', '.join(changed)} cannot change"
+            )
+        new = self.status if writes("status") else old
+        if new != old and (old, new) not in LOCKED_TRANSITIONS:
+            raise InvoiceLockedError(f"{self.number} cannot go from {old} to {new}")
+        for date_field in ("paid_at", "voided_at"):
+            if writes(date_field) and getattr(self, date_field) != stored.get(date_field):
+                if not (LOCKED_TRANSITIONS.get((old, new)) == date_field and stored.get(date_field) is None):
+                    raise InvoiceLockedError(f"{self.number} is {old}: {date_field} cannot change")
+
+    def _stored_values(self) -> dict:
+        stored = getattr(self, "_stored", None)
+        if stored is None or any(name not in stored for name in _GUARDED):
+            # Built by hand or loaded with deferred fields: ask the database what is stored.
+            stored = Invoice.objects.filter(pk=self.pk).values(*_GUARDED).first() or {}
+            self._stored = stored
+        return stored
+
     @property
     def is_editable(self) -> bool:
         return self.status == self.Status.DRAFT
@@ -163,6 +255,22 @@ class InvoiceLineItem(models.Model):
 
     def __str__(self):
         return self.description
+
+    def save(self, *args, **kwargs):
+        self._refuse_if_locked()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        self._refuse_if_locked()
+        return super().delete(*args, **kwargs)
+
+    def _refuse_if_locked(self) -> None:
+        ids = {self.invoice_id}
+        if self.pk is not None:  # a line moved to another invoice leaves its old one changed too
+            ids |= set(InvoiceLineItem.objects.filter(pk=self.pk).values_list("invoice_id", flat=True))
+        locked = Invoice.objects.filter(pk__in=ids).exclude(status=Invoice.Status.DRAFT).first()
+        if locked is not None:
+            raise InvoiceLockedError(f"{locked.number} is {locked.status}: its line items cannot change")
 
 
 class WorkerRun(models.Model):

@@ -1,5 +1,9 @@
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+from dateutil.relativedelta import relativedelta
+from django.db import DatabaseError
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from invoicing.models import Invoice, WorkerRun
@@ -20,8 +24,25 @@ def drafts_due_for_finalization(now: datetime):
 
 
 def worker_health(worker: str = "invoice_generator", now: datetime | None = None) -> dict:
-    """Healthy when a full run succeeded within the last two hours (wall-clock)."""
+    """Healthy when a full run succeeded within the last two hours (wall-clock).
+
+    A database that cannot be reached is unhealthy too, with `error` saying so (no exception), so
+    the health endpoint and the worker_health command report an outage instead of failing."""
     now = now or timezone.now()
+    try:
+        return _worker_health(worker, now)
+    except DatabaseError as exc:
+        # The exception's text names hosts and ports; a public health answer says only what failed.
+        return {
+            "worker": worker,
+            "healthy": False,
+            "error": f"database unreachable ({type(exc).__name__})",
+            "last_success_at": None,
+            "last_run": None,
+        }
+
+
+def _worker_health(worker: str, now: datetime) -> dict:
     last_success = (
         WorkerRun.objects.filter(worker=worker, scope="all", status=WorkerRun.Status.SUCCEEDED)
         .order_by("-finished_at")
@@ -75,3 +96,38 @@ def upcoming_invoice(subscription: Subscription, now: datetime):
     )
     draft.as_of = now
     return draft
+
+
+def monthly_invoice_summary(now: datetime, months: int = 12) -> list[dict]:
+    """Invoices issued per month, currency and status over the last `months` months, summed in
+    SQL: one row per (month, currency, status) with the count and the net and gross amounts.
+    Void invoices are left out: they were never owed."""
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - relativedelta(months=months - 1)
+    rows = (
+        Invoice.objects.filter(issued_at__gte=first, issued_at__lte=now)
+        .exclude(status=Invoice.Status.VOID)
+        .annotate(month=TruncMonth("issued_at", tzinfo=UTC))
+        .values("month", "currency", "status")
+        .annotate(count=Count("id"), net=Sum("subtotal"), gross=Sum("total"))
+        .order_by("month", "currency", "status")
+    )
+    return [{**row, "month": _as_date(row["month"])} for row in rows]
+
+
+def month_starts(now: datetime, months: int = 12) -> list[date]:
+    first = now.date().replace(day=1) - relativedelta(months=months - 1)
+    return [first + relativedelta(months=i) for i in range(months)]
+
+
+def _as_date(value) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def latest_worker_runs() -> list[WorkerRun]:
+    """The last full run of each worker (one small indexed query per worker; there are two)."""
+    runs = []
+    for worker in ("invoice_generator", "invoice_finalizer"):
+        run = WorkerRun.objects.filter(worker=worker, scope="all").order_by("-started_at").first()
+        if run is not None:
+            runs.append(run)
+    return runs

@@ -39,6 +39,16 @@ def _check(invoice: Invoice, action: str) -> None:
     raise InvoiceStateError(f"{invoice.number} is already {_ALREADY[invoice.status]}")
 
 
+def transition_error(invoice: Invoice, action: str) -> str | None:
+    """Why `action` (finalize, void, mark_paid) cannot apply to this invoice now, or None.
+    Lets a confirmation page say in advance what the action will refuse."""
+    try:
+        _check(invoice, action)
+    except InvoiceStateError as exc:
+        return str(exc)
+    return None
+
+
 def _locked(invoice_id: int) -> Invoice:
     return Invoice.objects.select_for_update().get(id=invoice_id)
 
@@ -71,7 +81,9 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
     InvoiceLineItem.objects.bulk_update(usage_lines, ["quantity", "amount"])
 
     changed = []
+    touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
     for invoice in invoices:
+        invoice.updated_at = touched
         old_total = invoice.total
         invoice.subtotal, invoice.tax_amount, invoice.total = totals(
             [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
@@ -147,8 +159,10 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
                     break
                 invoices = list(_with_lines(Invoice.objects.filter(id__in=ids)).order_by("id"))
                 changed = refresh_drafts(invoices)
+                touched = timezone.now()  # bulk_update skips auto_now
                 for invoice in invoices:
                     invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
+                    invoice.updated_at = touched
                 Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
             for invoice, old_total in changed:
                 log.info(

@@ -11,7 +11,7 @@ from datetime import date
 from decimal import Decimal
 
 from stdnum.eu import vat as eu_vat
-from stdnum.exceptions import ValidationError
+from stdnum.util import clean
 
 from invoicing.models import Invoice, TaxRate
 
@@ -54,10 +54,9 @@ class TaxRateBook:
 
 def has_valid_vat_number(customer) -> bool:
     country = str(customer.country)
-    try:
-        number = eu_vat.compact(customer.tax_id or "")
-    except ValidationError:  # stdnum's: not even the shape of a VAT number
-        return False
+    # Only strip separators here: stdnum's compact() rejects a number written without its
+    # country prefix, which customers often do; the prefix is added below.
+    number = clean(customer.tax_id or "", " -./,").upper().strip()
     if not number:
         return False
     prefix = VAT_PREFIX.get(country, country)

@@ -3,6 +3,9 @@
 import logging
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
 
 
 class RunIdDefault(logging.Filter):
@@ -25,3 +28,21 @@ def new_run_id() -> str:
 
 def run_logger(worker: str, run_id: str) -> logging.LoggerAdapter:
     return logging.LoggerAdapter(logging.getLogger(f"worker.{worker}"), {"run_id": run_id})
+
+
+def log_files(worker: str) -> list[Path]:
+    """The worker's log files, oldest first: .log.5 ... .log.1, then .log."""
+    base = Path(settings.LOG_DIR) / "workers" / f"{worker}.log"
+    rotated = [p for p in base.parent.glob(f"{base.name}.*") if p.suffix[1:].isdigit()]
+    rotated.sort(key=lambda p: -int(p.suffix[1:]))
+    return rotated + ([base] if base.exists() else [])
+
+
+def run_log_lines(worker: str, run_id: str, limit: int = 2000) -> list[str]:
+    """The lines one run wrote, in order (at most the last `limit`)."""
+    marker = f"| run_id={run_id} |"
+    lines: list[str] = []
+    for path in log_files(worker):
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            lines += [line.rstrip("\n") for line in handle if marker in line]
+    return lines[-limit:]

@@ -51,6 +51,14 @@ class EventResult:
     transaction_id: str | None = None
     event_id: int | None = None  # the stored row (ours or the one stored before)
     errors: dict = field(default_factory=dict)
+    _event: UsageEvent | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def event(self) -> UsageEvent | None:
+        """The stored event, read on first use (the hot path needs only its id)."""
+        if self._event is None and self.event_id is not None:
+            self._event = UsageEvent.objects.get(id=self.event_id)
+        return self._event
 
 
 def ingest_events(organization, payloads: list, now: datetime | None = None) -> list[EventResult]:

@@ -1,9 +1,17 @@
 """What a meter reads out of an event's properties, checked and typed once at ingestion."""
 
 import json
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 
 QUANTITY_PLACES = Decimal("1E-10")
+
+
+def _quantize(value: Decimal) -> Decimal:
+    # Up to 20 integer digits plus 10 places is 30 digits, past the default context's 28:
+    # quantize() would raise InvalidOperation instead of returning the value.
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return value.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
 
 
 class InvalidEventValue(ValueError):
@@ -39,11 +47,11 @@ def numeric_value(raw, field: str) -> Decimal:
         raise InvalidEventValue(f"{field} must be a finite number")
     if abs(value) >= Decimal("1E20"):
         raise InvalidEventValue(f"{field} is too large")
-    return value.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+    return _quantize(value)
 
 
 def to_quantity(raw) -> Decimal:
     """A quantity from the database (Decimal on PostgreSQL, int or float on SQLite)."""
     if raw is None:
         return Decimal(0).quantize(QUANTITY_PLACES)
-    return Decimal(str(raw)).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+    return _quantize(Decimal(str(raw)))

@@ -1,5 +1,11 @@
+import logging
+import logging.handlers
+
 import pytest
 from django.db import connection
+from django.test import override_settings
+
+WORKERS = ("invoice_generator", "invoice_finalizer")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -10,3 +16,51 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_log_dir(tmp_path_factory):
+    """The workers' rotating log files, moved to a temporary LOG_DIR for the test session, so
+    tests never write into the developer's logs/ and can read what the configured handler wrote."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    (log_dir / "workers").mkdir()
+    # Readers of the logs (the admin's run page) look in settings.LOG_DIR: keep them in step.
+    log_dir_setting = override_settings(LOG_DIR=log_dir)
+    log_dir_setting.enable()
+    moved = []
+    for worker in WORKERS:
+        for handler in logging.getLogger(f"worker.{worker}").handlers:
+            if isinstance(handler, logging.handlers.RotatingFileHandler):
+                handler.close()
+                moved.append((handler, handler.baseFilename))
+                handler.baseFilename = str(log_dir / "workers" / f"{worker}.log")
+    yield log_dir
+    for handler, original in moved:
+        handler.close()
+        handler.baseFilename = original
+    log_dir_setting.disable()
+
+
+class _Lines(logging.Handler):
+    def __init__(self, formatter):
+        super().__init__()
+        self.setFormatter(formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def worker_lines():
+    """The worker log lines exactly as the configured console handler formats them."""
+    loggers = [logging.getLogger(f"worker.{worker}") for worker in WORKERS]
+    console = next(h for h in loggers[0].handlers if h.name == "worker_console")
+    capture = _Lines(console.formatter)
+    for f in console.filters:
+        capture.addFilter(f)
+    for logger in loggers:
+        logger.addHandler(capture)
+    yield capture.lines
+    for logger in loggers:
+        logger.removeHandler(capture)

@@ -151,3 +151,9 @@ def test_unknown_paths_and_methods_answer_json(api):
     assert api.get("/api/v1/customers/").status_code == 404
     assert api.delete("/api/v1/customers").status_code == 405
     assert api.delete("/api/v1/customers").json()["detail"] == 'Method "DELETE" not allowed.'
+
+
+def test_a_body_over_the_upload_limit_is_413(api, ids, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    answer = api.post("/api/v1/events", {"events": [{"transaction_id": "x" * 50}] * 30})
+    assert (answer.status_code, answer.json()) == (413, {"detail": "request body is larger than 1000 bytes"})

@@ -37,7 +37,7 @@ def server(transactional_db, tmp_path):
          "--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
         cwd=settings.BASE_DIR,
         env={**os.environ, "DATABASE_URL": url, "DEBUG": "False", "SECRET_KEY": "live-test-key",
-             "ALLOWED_HOSTS": "127.0.0.1", "LOG_DIR": str(tmp_path)},
+             "ALLOWED_HOSTS": "127.0.0.1", "LOG_DIR": str(tmp_path), "SECURE_SSL_REDIRECT": "False"},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}/api/v1"
     try:

@@ -177,6 +177,7 @@ class Command(BaseCommand):
             "DEBUG": "False",
             "SECRET_KEY": os.environ.get("SECRET_KEY") or "bench-" + os.urandom(16).hex(),
             "ALLOWED_HOSTS": "127.0.0.1",
+            "SECURE_SSL_REDIRECT": "False",  # plain HTTP on loopback
         }
         gunicorn = Path(sys.executable).with_name("gunicorn")
         server = subprocess.Popen(

@@ -1,9 +1,14 @@
+import argparse
+
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from billing_project.command_options import add_now_argument, parse_now
 from invoicing import money
 from invoicing.generator import InvoiceGenerator
+from invoicing.models import WorkerRun
+from invoicing.workers import RunCounts, run_workers, stop_on_signals
 from subscriptions.models import Subscription
 
 
@@ -19,24 +24,81 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-size", type=int, default=500, help="Subscriptions claimed per transaction"
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Start N processes that share the work (PostgreSQL only)",
+        )
+        # Where a child of --workers reports its counts to the parent (internal).
+        parser.add_argument("--report-file", help=argparse.SUPPRESS)
 
-    def handle(self, *args, now=None, subscription=None, dry_run=False, batch_size=500, **options):
+    def handle(
+        self,
+        *args,
+        now=None,
+        subscription=None,
+        dry_run=False,
+        batch_size=500,
+        workers=1,
+        report_file=None,
+        **options,
+    ):
         now = parse_now(now)
         if batch_size < 1:
             raise CommandError("--batch-size: must be at least 1")
+        if workers < 1:
+            raise CommandError("--workers: must be at least 1")
+        if workers > 1:
+            return self.handle_workers(workers, now, batch_size, subscription, dry_run)
+
+        generator = InvoiceGenerator(batch_size=batch_size)
         try:
             if subscription is not None and not Subscription.objects.filter(id=subscription).exists():
                 raise CommandError(f"--subscription: no subscription has the id {subscription}")
-            result = InvoiceGenerator(batch_size=batch_size).process_due_subscriptions(
-                now, subscription_id=subscription, dry_run=dry_run
-            )
+            with stop_on_signals(generator) as signals:
+                result = generator.process_due_subscriptions(
+                    now, subscription_id=subscription, dry_run=dry_run
+                )
         except DatabaseError as exc:
             raise CommandError(f"the invoice run could not use the database: {one_line(exc)}") from exc
+        if report_file:
+            RunCounts.of(result).write(report_file)
 
         if dry_run:
             self.print_dry_run(result)
+        if result.status == WorkerRun.Status.INTERRUPTED:
+            raise CommandError(
+                f"interrupted by {', '.join(dict.fromkeys(signals)) or 'a stop request'}: stopped after the "
+                f"batch in hand (run {result.run_id} recorded as INTERRUPTED); the next run bills the rest"
+            )
         if result.failed:
             raise CommandError(f"{result.failed} subscription(s) failed; the log lines above say why")
+
+    def handle_workers(self, workers, now, batch_size, subscription, dry_run):
+        if subscription is not None or dry_run:
+            raise CommandError("--workers: not with --subscription or --dry-run, which are one-process jobs")
+        try:
+            connection.ensure_connection()
+        except DatabaseError as exc:
+            raise CommandError(f"the invoice run could not use the database: {one_line(exc)}") from exc
+        if connection.vendor != "postgresql":
+            raise CommandError(
+                "--workers: several processes need PostgreSQL (row locks with SKIP LOCKED); "
+                f"this database is {connection.vendor}: run with --workers 1"
+            )
+        # Every child bills as of the same moment; the parent holds no connection while they run.
+        connection.close()
+        pool = run_workers(workers, now or timezone.now(), batch_size)
+        total = pool.total
+        self.stdout.write(
+            f"🏁 {workers} workers finished | runs={','.join(r.run_id for r in pool.runs)} "
+            f"| processed={total.processed} | successful={total.successful} | failed={total.failed} "
+            f"| skipped={total.skipped} | invoices={total.invoices_created}"
+        )
+        if pool.problems:
+            raise CommandError("; ".join(pool.problems))
 
     def print_dry_run(self, result):
         for draft in result.drafts:

@@ -1,0 +1,151 @@
+"""The invoice as a document: one Django template, shown in the browser and rendered to PDF.
+
+The HTML view, the admin's "Download PDF" and the API's PDF all come from `render_invoice_html`,
+so what staff print and what customers download can never differ. xhtml2pdf is pure Python: a
+plain `pip install` is enough, no browser or system library is needed on the server.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from io import BytesIO
+
+from babel import Locale, UnknownLocaleError
+from babel.numbers import format_currency, format_decimal
+from django.template.loader import render_to_string
+from xhtml2pdf import pisa
+
+from invoicing import money
+from invoicing.models import Invoice
+from invoicing.pricing import last_day
+
+TEMPLATE = "invoicing/invoice.html"
+
+# What the tax line says, per reason. Reverse charge needs the statutory wording on the invoice
+# itself (Art. 226(11a) of the VAT Directive), the others tell the reader why this rate applies.
+TAX_NOTES = {
+    Invoice.TaxReason.DOMESTIC: "",
+    Invoice.TaxReason.EU_B2C: "VAT of the customer's EU member state (B2C supply)",
+    Invoice.TaxReason.REVERSE_CHARGE: (
+        "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC)"
+    ),
+    Invoice.TaxReason.EXEMPT: "Tax exempt: the customer is exempt from VAT",
+    Invoice.TaxReason.OUTSIDE_SCOPE: "Not subject to VAT: place of supply outside the EU",
+}
+TAX_LABELS = {
+    Invoice.TaxReason.REVERSE_CHARGE: "VAT (reverse charge)",
+    Invoice.TaxReason.EXEMPT: "VAT (exempt)",
+    Invoice.TaxReason.OUTSIDE_SCOPE: "VAT (not applicable)",
+}
+
+
+class InvoiceLocale:
+    """Numbers and money the way the seller's country writes them, in English: the invoice is
+    the seller's document (en_DE writes 1.234,50 €, en_US $1,234.50). Countries CLDR has no
+    English variant for use their main language's conventions, and failing that plain English."""
+
+    def __init__(self, country: str):
+        self.locale = self._pick(country)
+
+    @staticmethod
+    def _pick(country: str) -> Locale:
+        for candidate in (f"en_{country}", f"und_{country}"):
+            try:
+                return Locale.parse(candidate)
+            except (UnknownLocaleError, ValueError):
+                continue
+        return Locale.parse("en")
+
+    def money(self, amount: Decimal, currency: str) -> str:
+        """Exactly the currency's minor unit: 58.3100 EUR -> 58,31 €."""
+        return format_currency(money.as_minor_units(amount, currency), currency, locale=self.locale)
+
+    def unit_price(self, amount: Decimal, currency: str) -> str:
+        """At least the minor unit, more only where the price has them: 0.0020000000 -> 0,002 €."""
+        value = amount.normalize()
+        if value.as_tuple().exponent > -money.minor_unit(currency):
+            value = money.as_minor_units(value, currency)
+        return format_currency(value, currency, locale=self.locale, decimal_quantization=False)
+
+    def number(self, value: Decimal) -> str:
+        return format_decimal(value.normalize(), locale=self.locale, decimal_quantization=False)
+
+    def percent(self, value: Decimal) -> str:
+        return format_decimal(value.normalize(), locale=self.locale, decimal_quantization=False) + " %"
+
+
+@dataclass
+class DocumentLine:
+    description: str
+    quantity: str
+    unit_price: str
+    amount: str
+
+
+def invoice_context(invoice: Invoice) -> dict:
+    """Everything the template shows, already formatted: the template does no arithmetic."""
+    seller, buyer = invoice.organization, invoice.customer
+    fmt = InvoiceLocale(str(seller.country))
+    currency = invoice.currency
+    reason = Invoice.TaxReason(invoice.tax_reason)
+    lines = [
+        DocumentLine(
+            description=line.description,
+            quantity=fmt.number(line.quantity),
+            unit_price=fmt.unit_price(line.unit_price, currency),
+            amount=fmt.money(line.amount, currency),
+        )
+        for line in invoice.line_items.all()
+    ]
+    return {
+        "invoice": invoice,
+        "seller": seller,
+        "seller_address": seller.address_lines(),
+        "buyer": buyer,
+        "buyer_address": buyer.address_lines(),
+        "issue_date": invoice.finalized_at or invoice.issued_at,
+        "period_first_day": invoice.period_start.date(),
+        "period_last_day": last_day(invoice.period_end),
+        "lines": lines,
+        "subtotal": fmt.money(invoice.subtotal, currency),
+        "tax_label": TAX_LABELS.get(reason, "VAT"),
+        "tax_rate": fmt.percent(invoice.tax_rate),
+        "tax_amount": fmt.money(invoice.tax_amount, currency),
+        "tax_note": TAX_NOTES[reason],
+        "total": fmt.money(invoice.total, currency),
+        "is_draft": invoice.status == Invoice.Status.DRAFT,
+        "is_void": invoice.status == Invoice.Status.VOID,
+        "is_paid": invoice.status == Invoice.Status.PAID,
+    }
+
+
+def _loaded(invoice: Invoice) -> Invoice:
+    """The invoice with its parties and lines in three queries, whatever the caller passed."""
+    return (
+        Invoice.objects.select_related("organization", "customer", "subscription__plan")
+        .prefetch_related("line_items")
+        .get(pk=invoice.pk)
+    )
+
+
+def render_invoice_html(invoice: Invoice, *, toolbar: dict | None = None) -> str:
+    """`toolbar`: optional links shown above the page on screen (never printed), e.g.
+    {"back": url, "pdf": url}."""
+    context = invoice_context(_loaded(invoice))
+    context["toolbar"] = toolbar
+    return render_to_string(TEMPLATE, context)
+
+
+def render_invoice_pdf(invoice: Invoice) -> bytes:
+    """The same template as the HTML view, rendered by xhtml2pdf (the lead's API serves this)."""
+    context = invoice_context(_loaded(invoice))
+    context["for_pdf"] = True
+    html = render_to_string(TEMPLATE, context)
+    out = BytesIO()
+    status = pisa.CreatePDF(html, dest=out, encoding="utf-8")
+    if status.err:
+        raise RuntimeError(f"could not render {invoice.number} as PDF ({status.err} errors)")
+    return out.getvalue()
+
+
+def pdf_filename(invoice: Invoice) -> str:
+    return f"{invoice.number}.pdf"

@@ -1,0 +1,322 @@
+"""Staff screens for organizations, customers, plans, subscriptions and API keys."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from invoicing import money
+from invoicing.generator import InvoiceGenerator, RunResult
+from subscriptions import services
+from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "country", "default_currency", "tax_id", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["name", "external_id", "organization", "country", "tax_id", "tax_exempt", "email"]
+    list_filter = ["organization", "country", "tax_exempt"]
+    list_select_related = ["organization"]
+    search_fields = ["name", "external_id", "email", "tax_id"]
+
+
+class ChargeFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        for form in self.forms:
+            meter = getattr(form, "cleaned_data", {}).get("meter")
+            if meter is not None and meter.organization_id != self.instance.organization_id:
+                form.add_error("meter", "The meter belongs to another organization than the plan.")
+
+
+class ChargeInline(admin.TabularInline):
+    model = Charge
+    formset = ChargeFormSet
+    fields = ["position", "charge_type", "meter", "unit_price", "description", "pricing_model"]
+    extra = 0
+    raw_id_fields = ["meter"]
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ["name", "code", "organization", "interval", "currency", "created_at"]
+    list_filter = ["organization", "interval", "currency"]
+    list_select_related = ["organization"]
+    search_fields = ["name", "code"]
+    inlines = [ChargeInline]
+
+
+class SubscriptionAddForm(forms.ModelForm):
+    """A new subscription starts through subscriptions.services.start_subscription, which works
+    out the first period from the anchor; staff pick only who, what and when."""
+
+    class Meta:
+        model = Subscription
+        fields = ["customer", "plan", "external_id", "billing_anchor"]
+
+    def clean(self):
+        data = super().clean()
+        customer, plan = data.get("customer"), data.get("plan")
+        if customer and plan and customer.organization_id != plan.organization_id:
+            self.add_error("plan", "The plan belongs to another organization than the customer.")
+        external_id = data.get("external_id")
+        if (
+            customer
+            and external_id
+            and Subscription.objects.filter(
+                organization_id=customer.organization_id, external_id=external_id
+            ).exists()
+        ):
+            self.add_error("external_id", "The organization already has a subscription with this id.")
+        return data
+
+
+def describe_generation(subscription: Subscription, result: RunResult, now) -> tuple[int, str]:
+    """(message level, sentence) saying what one "generate now" did for one subscription."""
+    name = f"{subscription.external_id} ({subscription.customer.name})"
+    if result.invoices:
+        made = ", ".join(
+            f"{invoice.number} ({money.format_money(invoice.total, invoice.currency)}, "
+            f"{invoice.period_start:%Y-%m-%d} – {invoice.period_end:%Y-%m-%d})"
+            for invoice in result.invoices
+        )
+        return messages.SUCCESS, f"{name}: generated {made}."
+    if result.failures:
+        return messages.ERROR, f"{name}: failed: {'; '.join(reason for _, reason in result.failures)}."
+    if result.skips:
+        return messages.WARNING, f"{name}: nothing new: the due period is already billed."
+    if subscription.status == Subscription.Status.CANCELED:
+        return messages.WARNING, f"{name}: nothing due: the subscription is canceled."
+    if subscription.current_period_end > now:
+        return messages.WARNING, (
+            f"{name}: nothing due yet: the current period runs until "
+            f"{subscription.current_period_end:%Y-%m-%d %H:%M} UTC."
+        )
+    return messages.WARNING, f"{name}: nothing generated: another invoice run is billing it right now."
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = [
+        "external_id",
+        "customer",
+        "plan",
+        "status",
+        "current_period",
+        "cancel_at_period_end",
+        "organization",
+    ]
+    list_filter = ["status", "cancel_at_period_end", "organization", "plan"]
+    list_select_related = ["customer", "plan", "organization"]
+    search_fields = ["external_id", "customer__name", "customer__external_id"]
+    raw_id_fields = ["customer", "plan"]
+    actions = ["generate_invoice_now", "cancel_at_end_of_period"]
+    readonly_fields = [
+        "organization",
+        "customer",
+        "plan",
+        "external_id",
+        "status",
+        "billing_anchor",
+        "current_period_start",
+        "current_period_end",
+        "cancel_at_period_end",
+        "created_at",
+        "canceled_at",
+    ]
+
+    @admin.display(description="Current period", ordering="current_period_end")
+    def current_period(self, subscription):
+        return format_html(
+            '<span style="white-space: nowrap">{} – {}</span>',
+            f"{subscription.current_period_start:%Y-%m-%d}",
+            f"{subscription.current_period_end:%Y-%m-%d}",
+        )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = SubscriptionAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        return SubscriptionAddForm.Meta.fields if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return  # nothing on the change page is editable; changes go through the actions
+        data = form.cleaned_data
+        created = services.start_subscription(
+            customer=data["customer"],
+            plan=data["plan"],
+            external_id=data["external_id"],
+            start_at=data["billing_anchor"],
+        )
+        obj.pk = created.pk
+        obj.organization_id = created.organization_id
+        obj.current_period_start, obj.current_period_end = (
+            created.current_period_start,
+            created.current_period_end,
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # invoices point at subscriptions; cancel instead
+
+    # -- generate now ---------------------------------------------------------------------------
+
+    def _generate(self, request, subscriptions) -> None:
+        generator = InvoiceGenerator()
+        now = timezone.now()
+        for subscription in subscriptions:
+            # The worker's own code path for one subscription: same locks, numbers and log lines.
+            result = generator.process_subscription(subscription.id, now)
+            level, text = describe_generation(subscription, result, now)
+            self.message_user(request, text, level)
+
+    @admin.action(description="Generate invoice now", permissions=["change"])
+    def generate_invoice_now(self, request, queryset):
+        self._generate(request, queryset.select_related("customer").order_by("id"))
+
+    def generate_view(self, request, subscription_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        subscription = self._posted_subscription(request, subscription_id)
+        self._generate(request, [subscription])
+        return HttpResponseRedirect(
+            reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Nothing here is edited by hand: the period moves with billing, the rest via the buttons.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _posted_subscription(self, request, subscription_id) -> Subscription:
+        subscription = Subscription.objects.select_related("customer").filter(pk=subscription_id).first()
+        if subscription is None:
+            raise Http404(f"No subscription with id {subscription_id}")
+        if not self.has_change_permission(request, subscription):
+            raise PermissionDenied
+        return subscription
+
+    # -- cancel ---------------------------------------------------------------------------------
+
+    def cancel_view(self, request, subscription_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        subscription = self._posted_subscription(request, subscription_id)
+        self._cancel_at_period_end(request, [subscription])
+        change_url = reverse("admin:subscriptions_subscription_change", args=[subscription.pk])
+        return HttpResponseRedirect(change_url)
+
+    @admin.action(description="Cancel at period end", permissions=["change"])
+    def cancel_at_end_of_period(self, request, queryset):
+        self._cancel_at_period_end(request, queryset.order_by("id"))
+
+    def _cancel_at_period_end(self, request, subscriptions) -> None:
+        now = timezone.now()
+        done, refused = [], []
+        for subscription in subscriptions:
+            try:
+                services.cancel_subscription(subscription, at_period_end=True, now=now)
+            except ValidationError as exc:
+                refused.append("; ".join(exc.messages))
+                continue
+            done.append(f"{subscription.external_id} (ends {subscription.current_period_end:%Y-%m-%d})")
+        if done:
+            self.message_user(
+                request,
+                f"Will cancel at period end: {', '.join(done)}. The last period is still billed.",
+                messages.SUCCESS,
+            )
+        if refused:
+            self.message_user(request, f"Could not cancel: {'; '.join(refused)}.", messages.WARNING)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:subscription_id>/generate-invoice/",
+                self.admin_site.admin_view(self.generate_view),
+                name="subscriptions_subscription_generate",
+            ),
+            path(
+                "<int:subscription_id>/cancel-at-period-end/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="subscriptions_subscription_cancel",
+            ),
+        ] + super().get_urls()
+
+
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["organization", "name"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "organization", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["organization"]
+    list_select_related = ["organization"]
+    search_fields = ["prefix", "name"]
+    actions = ["revoke"]
+    form = ApiKeyForm
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["organization", "name"]
+        return ["organization", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["organization", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        api_key, key = services.create_api_key(form.cleaned_data["organization"], form.cleaned_data["name"])
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = (
+            api_key.pk,
+            api_key.prefix,
+            api_key.key_hash,
+            api_key.created_at,
+        )
+        obj.shown_once = key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # The key is on this page and nowhere else: not in a message (those travel in a cookie),
+        # not in the database (only its hash is stored).
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "api_key": obj,
+            "key": obj.shown_once,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/subscriptions/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at=None).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} key{'' if count == 1 else 's'}.", messages.SUCCESS)
