@@ -38,7 +38,7 @@ class Command(BaseCommand):
         parser.add_argument("--events", type=int, default=200_000)
         parser.add_argument("--batch", type=int, default=1000, help="Events per request (at most 1000)")
         parser.add_argument("--workers", type=int, default=4, help="Client threads posting at once")
-        parser.add_argument("--gunicorn-workers", type=int, default=2)
+        parser.add_argument("--gunicorn-workers", type=int, default=3)
         parser.add_argument("--customers", type=int, default=500)
         parser.add_argument(
             "--database-url",
