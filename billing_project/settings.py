@@ -144,6 +144,41 @@ LOGGING = {
     },
 }
 
+# --- HTTP API (api app): DRF, django-filter, drf-spectacular -------------------------------------
+INSTALLED_APPS += ["rest_framework", "django_filters", "drf_spectacular", "api"]
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.authentication.HasApiKey"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "PAGE_SIZE": 50,
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Billing engine API",
+    "DESCRIPTION": (
+        "Usage-based billing: customers, meters, plans, subscriptions, usage events and invoices. "
+        "Authenticate with `Authorization: Bearer <API key>` (`manage.py create_api_key <org-slug>`). "
+        "Amounts are decimal strings with the currency's minor unit. Errors are JSON: "
+        '`{"detail": "..."}` or a field map `{"field": ["message"]}`. Every creating POST accepts an '
+        "`Idempotency-Key` header (24 hours)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "InvoiceStatusEnum": "invoicing.models.Invoice.Status",
+        "SubscriptionStatusEnum": "subscriptions.models.Subscription.Status",
+    },
+}
+
 # -- Operations: cron (django-crontab), spec section 5 ----------------------------------------------
 # `manage.py crontab add` writes one line per job into the user's crontab, e.g.
 #   0 * * * * /srv/billing/.venv/bin/python /srv/billing/manage.py crontab run <hash> >> logs/cron.log 2>&1

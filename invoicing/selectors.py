@@ -7,7 +7,10 @@ from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from invoicing.models import Invoice, WorkerRun
-from subscriptions.models import Subscription
+from invoicing.pricing import last_day, price_period
+from invoicing.tax import calculate_tax
+from metering.selectors import UsageQuestion, aggregate_usage
+from subscriptions.models import Charge, Subscription
 
 HEALTHY_WITHIN = timedelta(hours=2)
 
@@ -63,6 +66,36 @@ def _worker_health(worker: str, now: datetime) -> dict:
             "failed": last_run.failed,
         },
     }
+
+
+def upcoming_invoice(subscription: Subscription, now: datetime):
+    """What the subscription's current period would bill if it ended now: its fixed charges and the
+    usage recorded so far, priced and taxed exactly as the invoice run will. Writes nothing.
+
+    Events count over the whole current period, as the run will count them; `as_of` records when
+    the preview was made. Returns an InvoiceDraft (invoicing.pricing); raises MissingTaxRate when
+    no rate applies."""
+    period = (subscription.current_period_start, subscription.current_period_end)
+    charges = list(Charge.objects.filter(plan_id=subscription.plan_id).select_related("meter"))
+    usage = [c for c in charges if c.charge_type == Charge.ChargeType.USAGE]
+    questions = [
+        UsageQuestion(
+            customer_id=subscription.customer_id,
+            code=charge.meter.code,
+            aggregation_type=charge.meter.aggregation_type,
+            period_start=period[0],
+            period_end=period[1],
+            subscription_id=subscription.id,
+        )
+        for charge in usage
+    ]
+    quantities = aggregate_usage(questions)
+    tax = calculate_tax(subscription.customer, subscription.organization, last_day(period[1]))
+    draft = price_period(
+        subscription, charges, period, {c.id: q for c, q in zip(usage, quantities, strict=True)}, tax
+    )
+    draft.as_of = now
+    return draft
 
 
 def monthly_invoice_summary(now: datetime, months: int = 12) -> list[dict]:

@@ -1,0 +1,417 @@
+"""Request and response shapes (spec section 7). Serializers validate shapes and types; the writes
+themselves go through each app's services."""
+
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from invoicing.models import Invoice
+from invoicing.money import as_minor_units
+from metering.models import Meter
+from subscriptions.models import Charge, Customer, Plan, Subscription
+
+MAX_ID = 2**63 - 1
+
+
+def plain(value: Decimal) -> str:
+    """A decimal without trailing zeros or exponent: 1250.0000000000 -> "1250", 0.0020 -> "0.002"."""
+    text = format(value.normalize(), "f")
+    return text
+
+
+def price(value: Decimal) -> str:
+    """A unit price: trailing zeros dropped, but at least two places: "49.00", "0.002"."""
+    normalized = value.normalize()
+    return format(normalized if -normalized.as_tuple().exponent > 2 else value.quantize(Decimal("0.01")), "f")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """`{"detail": "..."}`, or a field map `{"field": ["message"]}`."""
+
+    detail = serializers.CharField(required=False)
+
+
+# -- customers -------------------------------------------------------------------------------------
+
+
+class AddressSerializer(serializers.Serializer):
+    line1 = serializers.CharField(source="address_line1", max_length=200, required=False, allow_blank=True)
+    line2 = serializers.CharField(source="address_line2", max_length=200, required=False, allow_blank=True)
+    city = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    state = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    postal_code = serializers.CharField(max_length=20, required=False, allow_blank=True)
+    country = serializers.CharField(max_length=2, min_length=2, help_text="ISO 3166 alpha-2")
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    address = AddressSerializer(source="*")
+
+    class Meta:
+        model = Customer
+        fields = ["id", "external_id", "name", "email", "address", "tax_id", "tax_exempt", "created_at"]
+        read_only_fields = ["id", "created_at"]
+        # Uniqueness per organization is checked in validate_external_id, scoped to the caller.
+        validators = []
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["address"]["country"] = str(instance.country)
+        return data
+
+    def validate_external_id(self, value):
+        if Customer.objects.filter(organization=self.context["organization"], external_id=value).exists():
+            raise serializers.ValidationError(f"a customer with external_id {value!r} already exists")
+        return value
+
+
+# -- meters ----------------------------------------------------------------------------------------
+
+
+class MeterSerializer(serializers.ModelSerializer):
+    field_name = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="The event property it reads; null for COUNT",
+    )
+
+    class Meta:
+        model = Meter
+        fields = ["id", "code", "name", "aggregation_type", "field_name", "created_at"]
+        read_only_fields = ["id", "created_at"]
+        validators = []
+
+    def validate_code(self, value):
+        if Meter.objects.filter(organization=self.context["organization"], code=value).exists():
+            raise serializers.ValidationError(f"a meter with code {value!r} already exists")
+        return value
+
+    def validate(self, attrs):
+        field_name = attrs.get("field_name") or None
+        if attrs["aggregation_type"] == Meter.Aggregation.COUNT and field_name:
+            raise serializers.ValidationError({"field_name": "must be null for a COUNT meter"})
+        if attrs["aggregation_type"] != Meter.Aggregation.COUNT and not field_name:
+            raise serializers.ValidationError(
+                {"field_name": f"required for a {attrs['aggregation_type']} meter: the property it reads"}
+            )
+        attrs["field_name"] = field_name
+        return attrs
+
+
+# -- plans -----------------------------------------------------------------------------------------
+
+
+class PriceField(serializers.DecimalField):
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=24, decimal_places=10, min_value=Decimal(0), **kwargs)
+
+    def to_representation(self, value):
+        return price(Decimal(value))
+
+
+class ChargeSerializer(serializers.ModelSerializer):
+    meter = serializers.CharField(
+        source="meter.code", required=False, allow_null=True, help_text="The meter's code (USAGE only)"
+    )
+    unit_price = PriceField()
+    pricing_model = serializers.ChoiceField(choices=Charge.PricingModel.choices, required=False)
+
+    class Meta:
+        model = Charge
+        fields = ["id", "charge_type", "meter", "unit_price", "description", "pricing_model"]
+        read_only_fields = ["id"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["meter"] = instance.meter.code if instance.meter_id else None
+        return data
+
+    def validate(self, attrs):
+        code = (attrs.pop("meter", None) or {}).get("code")
+        if attrs["charge_type"] == Charge.ChargeType.USAGE:
+            if not code:
+                raise serializers.ValidationError({"meter": "required for a USAGE charge: a meter code"})
+            meter = Meter.objects.filter(organization=self.context["organization"], code=code).first()
+            if meter is None:
+                raise serializers.ValidationError({"meter": f"no meter has the code {code!r}"})
+            attrs["meter"] = meter
+        elif code:
+            raise serializers.ValidationError({"meter": "a FIXED charge has no meter"})
+        return attrs
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    charges = ChargeSerializer(many=True)
+    currency = serializers.CharField(min_length=3, max_length=3, help_text="ISO 4217, e.g. USD")
+
+    class Meta:
+        model = Plan
+        fields = ["id", "code", "name", "interval", "currency", "charges", "created_at"]
+        read_only_fields = ["id", "created_at"]
+        validators = []
+
+    def validate_code(self, value):
+        if Plan.objects.filter(organization=self.context["organization"], code=value).exists():
+            raise serializers.ValidationError(f"a plan with code {value!r} already exists")
+        return value
+
+    def validate_charges(self, value):
+        if not value:
+            raise serializers.ValidationError("a plan needs at least one charge")
+        if len(value) > 100:
+            raise serializers.ValidationError("a plan has at most 100 charges")
+        return value
+
+
+# -- subscriptions ---------------------------------------------------------------------------------
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    customer = serializers.IntegerField(
+        source="customer_id", min_value=1, max_value=MAX_ID, help_text="Customer id"
+    )
+    plan = serializers.CharField(source="plan.code", max_length=100, help_text="The plan's code")
+    start_at = serializers.DateTimeField(
+        write_only=True,
+        required=False,
+        help_text="Start of the first period and billing anchor (default: now)",
+    )
+
+    class Meta:
+        model = Subscription
+        fields = [
+            "id",
+            "customer",
+            "plan",
+            "external_id",
+            "status",
+            "start_at",
+            "billing_anchor",
+            "current_period_start",
+            "current_period_end",
+            "cancel_at_period_end",
+            "created_at",
+            "canceled_at",
+        ]
+        read_only_fields = [
+            "id",
+            "status",
+            "billing_anchor",
+            "current_period_start",
+            "current_period_end",
+            "cancel_at_period_end",
+            "created_at",
+            "canceled_at",
+        ]
+        validators = []
+
+    def validate_customer(self, value):
+        customer = Customer.objects.filter(organization=self.context["organization"], id=value).first()
+        if customer is None:
+            raise serializers.ValidationError(f"no customer has the id {value}")
+        return customer
+
+    def validate_plan(self, code):
+        plan = Plan.objects.filter(organization=self.context["organization"], code=code).first()
+        if plan is None:
+            raise serializers.ValidationError(f"no plan has the code {code!r}")
+        return plan
+
+    def validate_external_id(self, value):
+        if Subscription.objects.filter(organization=self.context["organization"], external_id=value).exists():
+            raise serializers.ValidationError(f"a subscription with external_id {value!r} already exists")
+        return value
+
+
+class CancelSerializer(serializers.Serializer):
+    at_period_end = serializers.BooleanField(
+        help_text="true: bill the current period, then cancel; false: cancel now, bill nothing more"
+    )
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+class EventInSerializer(serializers.Serializer):
+    """Documentation only: events are checked by metering.services.ingest_events, by hand, for speed."""
+
+    transaction_id = serializers.CharField(
+        max_length=200, help_text="Idempotency key, unique per organization"
+    )
+    external_customer_id = serializers.CharField(max_length=200)
+    code = serializers.CharField(max_length=200, help_text="The meter's code")
+    timestamp = serializers.DateTimeField(help_text="When it happened; at most 5 minutes in the future")
+    properties = serializers.DictField(required=False, allow_null=True)
+    external_subscription_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="Required when the customer has several active subscriptions charging this meter",
+    )
+
+
+class EventBatchInSerializer(serializers.Serializer):
+    events = EventInSerializer(many=True, help_text="1 to 1000 events")
+
+
+class EventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    transaction_id = serializers.CharField()
+    external_customer_id = serializers.CharField(source="customer.external_id")
+    external_subscription_id = serializers.CharField(source="subscription.external_id", allow_null=True)
+    code = serializers.CharField()
+    timestamp = serializers.DateTimeField()
+    properties = serializers.DictField()
+    received_at = serializers.DateTimeField()
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if instance.subscription_id is None:
+            data["external_subscription_id"] = None
+        return data
+
+
+class EventResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "duplicate", "rejected"])
+    transaction_id = serializers.CharField(allow_null=True)
+    id = serializers.IntegerField(source="event_id", allow_null=True, help_text="The stored event")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False, help_text="rejected only"
+    )
+
+
+class EventBatchResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = EventResultSerializer(many=True)
+
+
+# -- invoices --------------------------------------------------------------------------------------
+
+
+def money(value, currency) -> str:
+    return str(as_minor_units(Decimal(value), currency))
+
+
+class LineItemSerializer(serializers.Serializer):
+    charge_type = serializers.CharField()
+    description = serializers.CharField()
+    quantity = serializers.SerializerMethodField()
+    unit_price = serializers.SerializerMethodField()
+    amount = serializers.SerializerMethodField()
+
+    def get_quantity(self, line) -> Decimal:
+        return plain(line.quantity)
+
+    def get_unit_price(self, line) -> Decimal:
+        return price(line.unit_price)
+
+    def get_amount(self, line) -> Decimal:
+        return money(line.amount, self.context["currency"])
+
+
+class AmountsMixin(serializers.Serializer):
+    currency = serializers.CharField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    subtotal = serializers.SerializerMethodField()
+    tax_rate = serializers.SerializerMethodField(help_text='In percent, e.g. "19.00"')
+    tax_amount = serializers.SerializerMethodField()
+    tax_reason = serializers.CharField()
+    total = serializers.SerializerMethodField()
+
+    def get_subtotal(self, invoice) -> Decimal:
+        return money(invoice.subtotal, invoice.currency)
+
+    def get_tax_rate(self, invoice) -> Decimal:
+        return str(Decimal(invoice.tax_rate).quantize(Decimal("0.01")))
+
+    def get_tax_amount(self, invoice) -> Decimal:
+        return money(invoice.tax_amount, invoice.currency)
+
+    def get_total(self, invoice) -> Decimal:
+        return money(invoice.total, invoice.currency)
+
+
+class InvoiceSerializer(AmountsMixin, serializers.ModelSerializer):
+    customer = serializers.IntegerField(source="customer_id")
+    subscription = serializers.IntegerField(source="subscription_id")
+
+    class Meta:
+        model = Invoice
+        fields = [
+            "id",
+            "number",
+            "status",
+            "customer",
+            "subscription",
+            "currency",
+            "period_start",
+            "period_end",
+            "subtotal",
+            "tax_rate",
+            "tax_amount",
+            "tax_reason",
+            "total",
+            "issued_at",
+            "scheduled_finalize_at",
+            "finalized_at",
+            "paid_at",
+            "voided_at",
+        ]
+        read_only_fields = fields
+
+
+class InvoiceDetailSerializer(InvoiceSerializer):
+    line_items = serializers.SerializerMethodField()
+
+    class Meta(InvoiceSerializer.Meta):
+        fields = [*InvoiceSerializer.Meta.fields, "line_items"]
+        read_only_fields = fields
+
+    @extend_schema_field(LineItemSerializer(many=True))
+    def get_line_items(self, invoice):
+        return LineItemSerializer(
+            invoice.line_items.all(), many=True, context={"currency": invoice.currency}
+        ).data
+
+
+class GeneratedInvoicesSerializer(serializers.Serializer):
+    invoices = InvoiceDetailSerializer(many=True)
+    detail = serializers.CharField(required=False, help_text="Why nothing was billed (200 only)")
+
+
+class UpcomingInvoiceSerializer(AmountsMixin):
+    subscription = serializers.IntegerField(source="subscription.id")
+    customer = serializers.IntegerField(source="subscription.customer_id")
+    as_of = serializers.DateTimeField(help_text="When this preview was computed")
+    line_items = serializers.SerializerMethodField()
+
+    @extend_schema_field(LineItemSerializer(many=True))
+    def get_line_items(self, draft):
+        return LineItemSerializer(draft.lines, many=True, context={"currency": draft.currency}).data
+
+
+class WorkerRunSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    status = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    processed = serializers.IntegerField()
+    successful = serializers.IntegerField()
+    failed = serializers.IntegerField()
+
+
+class WorkerHealthSerializer(serializers.Serializer):
+    worker = serializers.CharField()
+    healthy = serializers.BooleanField()
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_run = WorkerRunSerializer(allow_null=True)
+    error = serializers.CharField(
+        required=False, help_text="Why the check itself failed (database unreachable)"
+    )

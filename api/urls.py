@@ -1,0 +1,36 @@
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from api import views
+from api.errors import not_found
+
+urlpatterns = [
+    path("customers", views.CustomerList.as_view(), name="customer-list"),
+    path("customers/<str:pk>", views.CustomerDetail.as_view(), name="customer-detail"),
+    path("meters", views.MeterList.as_view(), name="meter-list"),
+    path("meters/<str:pk>", views.MeterDetail.as_view(), name="meter-detail"),
+    path("plans", views.PlanList.as_view(), name="plan-list"),
+    path("plans/<str:pk>", views.PlanDetail.as_view(), name="plan-detail"),
+    path("subscriptions", views.SubscriptionList.as_view(), name="subscription-list"),
+    path("subscriptions/<str:pk>", views.SubscriptionDetail.as_view(), name="subscription-detail"),
+    path("subscriptions/<str:pk>/cancel", views.CancelSubscription.as_view(), name="subscription-cancel"),
+    path(
+        "subscriptions/<str:pk>/generate-invoice",
+        views.GenerateInvoice.as_view(),
+        name="subscription-generate-invoice",
+    ),
+    path(
+        "subscriptions/<str:pk>/upcoming-invoice",
+        views.UpcomingInvoice.as_view(),
+        name="subscription-upcoming-invoice",
+    ),
+    path("events", views.Events.as_view(), name="events"),
+    path("invoices", views.InvoiceList.as_view(), name="invoice-list"),
+    path("invoices/<str:pk>", views.InvoiceDetail.as_view(), name="invoice-detail"),
+    path("invoices/<str:pk>/finalize", views.FinalizeInvoice.as_view(), name="invoice-finalize"),
+    path("invoices/<str:pk>/void", views.VoidInvoice.as_view(), name="invoice-void"),
+    path("workers/health", views.WorkerHealth.as_view(), name="worker-health"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    re_path(r"^.*$", not_found),
+]

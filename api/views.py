@@ -1,0 +1,486 @@
+"""The HTTP API (spec sections 5 and 7). Views are thin: they scope every query to the caller's
+organization, validate shapes with serializers and call the services and selectors."""
+
+from django.db.models import Prefetch
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api import serializers as s
+from api.errors import Conflict, Unprocessable
+from api.filters import InvoiceFilter
+from api.idempotency import HEADER, idempotent
+from invoicing import services as invoice_services
+from invoicing.manual_trigger import bill_subscription_now
+from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.selectors import upcoming_invoice, worker_health
+from metering.models import Meter, UsageEvent
+from metering.services import MAX_BATCH, create_meter, ingest_events
+from subscriptions.models import Charge, Customer, Plan, Subscription
+from subscriptions.services import cancel_subscription, create_customer, create_plan, start_subscription
+
+E = s.ErrorSerializer
+UNAUTHORIZED = OpenApiResponse(E, description="No API key, or an unknown or revoked one")
+NOT_FOUND = OpenApiResponse(E, description="No such object in your organization")
+BAD_REQUEST = OpenApiResponse(E, description="Malformed JSON or invalid fields; the message names the field")
+IDEMPOTENCY = OpenApiParameter(
+    HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Optional. The same key with the same body within 24 hours replays the first answer; "
+    "with another body it is a 422.",
+)
+IDEMPOTENCY_ERRORS = {
+    400: OpenApiResponse(E, description="Invalid input, or an Idempotency-Key that is empty or too long"),
+    409: OpenApiResponse(
+        E, description="A request with this Idempotency-Key is still running, or a conflict"
+    ),
+    422: OpenApiResponse(
+        E, description="Idempotency-Key reused with another body, or the request cannot be processed"
+    ),
+}
+MAX_ID = 2**63 - 1
+
+
+class OrganizationScoped:
+    """Every queryset is the caller's organization's: another organization's object is a 404."""
+
+    def organization(self):
+        return self.request.auth.organization
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if getattr(self.request, "auth", None) is not None:
+            context["organization"] = self.organization()
+        return context
+
+    def get_object(self):
+        # A path id that is not a database integer cannot name anything: 404, not a database error.
+        raw = self.kwargs.get("pk", "")
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_ID:
+            raise NotFound(f"no {self.queryset.model._meta.verbose_name} has the id {raw[:40]!r}")
+        return super().get_object()
+
+
+def list_create(name, serializer, tag):
+    return extend_schema_view(
+        get=extend_schema(
+            tags=[tag],
+            summary=f"List {name}s",
+            responses={200: serializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
+        ),
+        post=extend_schema(
+            tags=[tag],
+            summary=f"Create a {name}",
+            parameters=[IDEMPOTENCY],
+            responses={201: serializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, **IDEMPOTENCY_ERRORS},
+        ),
+    )
+
+
+def retrieve(name, serializer, tag):
+    return extend_schema_view(
+        get=extend_schema(
+            tags=[tag],
+            summary=f"Read a {name}",
+            responses={200: serializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        )
+    )
+
+
+class ScopedListCreate(OrganizationScoped, generics.ListCreateAPIView):
+    def get_queryset(self):
+        return self.queryset.filter(organization=self.organization()).order_by("id")
+
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        instance = self.create_object(serializer.validated_data)
+        return Response(self.get_serializer(self.reread(instance)).data, status=status.HTTP_201_CREATED)
+
+    def reread(self, instance):
+        return instance
+
+
+class ScopedRetrieve(OrganizationScoped, generics.RetrieveAPIView):
+    def get_queryset(self):
+        return self.queryset.filter(organization=self.organization())
+
+
+# -- customers -------------------------------------------------------------------------------------
+
+
+@list_create("customer", s.CustomerSerializer, "customers")
+class CustomerList(ScopedListCreate):
+    queryset = Customer.objects.all()
+    serializer_class = s.CustomerSerializer
+
+    def create_object(self, data):
+        return create_customer(organization=self.organization(), **data)
+
+
+@retrieve("customer", s.CustomerSerializer, "customers")
+class CustomerDetail(ScopedRetrieve):
+    queryset = Customer.objects.all()
+    serializer_class = s.CustomerSerializer
+
+
+# -- meters ----------------------------------------------------------------------------------------
+
+
+@list_create("meter", s.MeterSerializer, "meters")
+class MeterList(ScopedListCreate):
+    queryset = Meter.objects.all()
+    serializer_class = s.MeterSerializer
+
+    def create_object(self, data):
+        return create_meter(organization=self.organization(), **data)
+
+
+@retrieve("meter", s.MeterSerializer, "meters")
+class MeterDetail(ScopedRetrieve):
+    queryset = Meter.objects.all()
+    serializer_class = s.MeterSerializer
+
+
+# -- plans -----------------------------------------------------------------------------------------
+
+CHARGES = Prefetch("charges", queryset=Charge.objects.select_related("meter"))
+
+
+@list_create("plan", s.PlanSerializer, "plans")
+class PlanList(ScopedListCreate):
+    queryset = Plan.objects.prefetch_related(CHARGES)
+    serializer_class = s.PlanSerializer
+
+    def create_object(self, data):
+        return create_plan(organization=self.organization(), **data)
+
+    def reread(self, instance):
+        return self.get_queryset().get(id=instance.id)
+
+
+@retrieve("plan", s.PlanSerializer, "plans")
+class PlanDetail(ScopedRetrieve):
+    queryset = Plan.objects.prefetch_related(CHARGES)
+    serializer_class = s.PlanSerializer
+
+
+# -- subscriptions ---------------------------------------------------------------------------------
+
+
+@list_create("subscription", s.SubscriptionSerializer, "subscriptions")
+class SubscriptionList(ScopedListCreate):
+    queryset = Subscription.objects.select_related("plan")
+    serializer_class = s.SubscriptionSerializer
+
+    def create_object(self, data):
+        return start_subscription(
+            customer=data["customer_id"],
+            plan=data["plan"]["code"],
+            external_id=data["external_id"],
+            start_at=data.get("start_at") or timezone.now(),
+        )
+
+
+@retrieve("subscription", s.SubscriptionSerializer, "subscriptions")
+class SubscriptionDetail(ScopedRetrieve):
+    queryset = Subscription.objects.select_related("plan")
+    serializer_class = s.SubscriptionSerializer
+
+
+class SubscriptionAction(OrganizationScoped, generics.GenericAPIView):
+    queryset = Subscription.objects.select_related("plan", "customer", "organization")
+
+    def get_queryset(self):
+        return self.queryset.filter(organization=self.organization())
+
+
+class CancelSubscription(SubscriptionAction):
+    serializer_class = s.CancelSerializer
+
+    @extend_schema(
+        tags=["subscriptions"],
+        summary="Cancel a subscription",
+        description="`at_period_end: true` bills the current period at its end, then cancels; "
+        "`false` cancels now and bills nothing more. A canceled subscription answers 409.",
+        request=s.CancelSerializer,
+        parameters=[IDEMPOTENCY],
+        responses={
+            200: s.SubscriptionSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            **IDEMPOTENCY_ERRORS,
+        },
+    )
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        subscription = self.get_object()
+        serializer = s.CancelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if subscription.status == Subscription.Status.CANCELED:
+            raise Conflict(f"subscription {subscription.external_id} is already canceled")
+        subscription = cancel_subscription(
+            subscription, at_period_end=serializer.validated_data["at_period_end"], now=timezone.now()
+        )
+        return Response(s.SubscriptionSerializer(subscription).data)
+
+
+class GenerateInvoice(SubscriptionAction):
+    serializer_class = s.GeneratedInvoicesSerializer
+
+    @extend_schema(
+        tags=["subscriptions"],
+        summary="Bill a subscription now (the manual trigger)",
+        description="Runs the invoice run for this subscription alone: the same service as the worker. "
+        "201 with the invoices it created (one per ended period), or 200 with an empty list and a "
+        "detail saying why nothing was billed. 422 when billing failed (the detail says why).",
+        request=None,
+        parameters=[IDEMPOTENCY],
+        responses={
+            201: s.GeneratedInvoicesSerializer,
+            200: s.GeneratedInvoicesSerializer,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            **IDEMPOTENCY_ERRORS,
+        },
+    )
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        subscription = self.get_object()
+        result = bill_subscription_now(subscription, timezone.now())
+        if result.failed:
+            raise Unprocessable(result.detail)
+        if result.invoices:
+            invoices = (
+                invoice_detail_queryset()
+                .filter(id__in=[i.id for i in result.invoices])
+                .order_by("period_start")
+            )
+            body = {"invoices": s.InvoiceDetailSerializer(invoices, many=True).data}
+            return Response(body, status=status.HTTP_201_CREATED)
+        return Response({"invoices": [], "detail": result.detail})
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["subscriptions"],
+        summary="Preview the current period's invoice",
+        description="What the current period would bill if it ended now (fixed charges plus the usage "
+        "recorded so far), priced and taxed as the invoice run will. Writes nothing. 409 for a canceled "
+        "subscription or when no tax rate applies.",
+        responses={
+            200: s.UpcomingInvoiceSerializer,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: OpenApiResponse(E, description="Canceled subscription, or no tax rate configured"),
+        },
+    )
+)
+class UpcomingInvoice(SubscriptionAction):
+    serializer_class = s.UpcomingInvoiceSerializer
+
+    def get(self, request, *args, **kwargs):
+        subscription = self.get_object()
+        if subscription.status == Subscription.Status.CANCELED:
+            raise Conflict(f"subscription {subscription.external_id} is canceled: nothing is upcoming")
+        return Response(s.UpcomingInvoiceSerializer(upcoming_invoice(subscription, timezone.now())).data)
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+
+class Events(OrganizationScoped, APIView):
+    @extend_schema(
+        tags=["events"],
+        summary="Ingest one usage event or a batch of up to 1000",
+        description="One event: 201 with the stored event, 200 with the stored event when its "
+        "transaction_id was seen before (never stored twice), 422 when it is invalid. "
+        '`{"events": [...]}`: 200 with one result per event (index, status created / duplicate / '
+        "rejected, errors); valid events are stored even when a neighbour is rejected.",
+        request=PolymorphicProxySerializer(
+            component_name="EventOrBatch",
+            serializers=[s.EventInSerializer, s.EventBatchInSerializer],
+            resource_type_field_name=None,
+        ),
+        parameters=[IDEMPOTENCY],
+        responses={
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="EventOrBatchResult",
+                    serializers=[s.EventSerializer, s.EventBatchResultSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="A replayed event (the stored one), or a batch's results",
+            ),
+            201: s.EventSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            409: IDEMPOTENCY_ERRORS[409],
+            422: OpenApiResponse(E, description="The event is invalid; the message names the field"),
+        },
+    )
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        data = request.data
+        if isinstance(data, dict) and "events" in data:
+            events = data["events"]
+            if not isinstance(events, list) or not 0 < len(events) <= MAX_BATCH:
+                raise ValidationError({"events": [f"must be a list of 1 to {MAX_BATCH} events"]})
+            results = ingest_events(self.organization(), events, timezone.now())
+            return Response(batch_answer(results))
+        if not isinstance(data, dict):
+            raise ValidationError({"non_field_errors": ['an event object or {"events": [...]}']})
+        result = ingest_events(self.organization(), [data], timezone.now())[0]
+        if result.status == "rejected":
+            return Response(
+                {
+                    name: [message] if isinstance(message, str) else message
+                    for name, message in result.errors.items()
+                },
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        event = UsageEvent.objects.select_related("customer", "subscription").get(id=result.event_id)
+        code = status.HTTP_201_CREATED if result.status == "created" else status.HTTP_200_OK
+        return Response(s.EventSerializer(event).data, status=code)
+
+
+def batch_answer(results) -> dict:
+    """Built by hand, not by a serializer: a batch answers up to 1000 results."""
+    counts = {"created": 0, "duplicate": 0, "rejected": 0}
+    rows = []
+    for r in results:
+        counts[r.status] += 1
+        row = {"index": r.index, "status": r.status, "transaction_id": r.transaction_id, "id": r.event_id}
+        if r.errors:
+            row["errors"] = r.errors
+        rows.append(row)
+    return {
+        "created": counts["created"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "results": rows,
+    }
+
+
+# -- invoices --------------------------------------------------------------------------------------
+
+
+def invoice_detail_queryset():
+    return Invoice.objects.prefetch_related(
+        Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id"))
+    )
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["invoices"],
+        summary="List invoices",
+        description="Newest first. Filters: subscription, customer, status, period (an instant inside "
+        "the period), period_start_after, period_start_before.",
+        responses={200: s.InvoiceSerializer(many=True), 400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND},
+    )
+)
+class InvoiceList(OrganizationScoped, generics.ListAPIView):
+    serializer_class = s.InvoiceSerializer
+    filterset_class = InvoiceFilter
+    queryset = Invoice.objects.all()
+
+    def get_queryset(self):
+        return Invoice.objects.filter(organization=self.organization()).order_by("-issued_at", "-id")
+
+
+@retrieve("invoice", s.InvoiceDetailSerializer, "invoices")
+class InvoiceDetail(ScopedRetrieve):
+    serializer_class = s.InvoiceDetailSerializer
+    queryset = invoice_detail_queryset()
+
+
+class InvoiceTransition(OrganizationScoped, generics.GenericAPIView):
+    serializer_class = s.InvoiceDetailSerializer
+    queryset = Invoice.objects.all()
+    action_name = ""
+
+    def get_queryset(self):
+        return Invoice.objects.filter(organization=self.organization())
+
+    def transition(self, invoice_id, now):
+        raise NotImplementedError
+
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        invoice = self.get_object()
+        self.transition(invoice.id, timezone.now())
+        return Response(s.InvoiceDetailSerializer(invoice_detail_queryset().get(id=invoice.id)).data)
+
+
+def transition_schema(summary, description):
+    return extend_schema(
+        tags=["invoices"],
+        summary=summary,
+        description=description,
+        request=None,
+        parameters=[IDEMPOTENCY],
+        responses={
+            200: s.InvoiceDetailSerializer,
+            400: IDEMPOTENCY_ERRORS[400],
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            409: OpenApiResponse(
+                E, description="The invoice's status does not allow it (the message says why)"
+            ),
+            422: IDEMPOTENCY_ERRORS[422],
+        },
+    )
+
+
+@extend_schema_view(
+    post=transition_schema(
+        "Finalize a draft",
+        "Refreshes the draft's usage one last time, then finalizes it; it never changes again.",
+    )
+)
+class FinalizeInvoice(InvoiceTransition):
+    def transition(self, invoice_id, now):
+        invoice_services.finalize_invoice(invoice_id, now)
+
+
+@extend_schema_view(post=transition_schema("Void an invoice", "A draft or finalized invoice becomes VOID."))
+class VoidInvoice(InvoiceTransition):
+    def transition(self, invoice_id, now):
+        invoice_services.void_invoice(invoice_id, now)
+
+
+# -- workers ---------------------------------------------------------------------------------------
+
+
+class WorkerHealth(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["workers"],
+        summary="Is the invoice run healthy?",
+        description="No API key needed; says nothing about customers. 200 when a full run succeeded "
+        "within the last 2 hours, 503 when the last success is older or there has been none, or the "
+        "database cannot be reached.",
+        auth=[],
+        responses={200: s.WorkerHealthSerializer, 503: s.WorkerHealthSerializer},
+    )
+    def get(self, request):
+        health = worker_health(now=timezone.now())  # reports an unreachable database, never raises
+        code = status.HTTP_200_OK if health["healthy"] else status.HTTP_503_SERVICE_UNAVAILABLE
+        return Response(s.WorkerHealthSerializer(health).data, status=code)

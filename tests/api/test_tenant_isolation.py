@@ -1,0 +1,111 @@
+"""Another organization's key sees nothing of ours: every object endpoint is a 404 (never a 403 that
+would confirm the object exists), lists are empty, and references to our objects are unknown."""
+
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+
+from api import urls
+from invoicing.generator import InvoiceGenerator
+from invoicing.models import Invoice
+from metering.models import UsageEvent
+from subscriptions.models import Subscription
+from tests.factories import (
+    ChargeFactory,
+    CustomerFactory,
+    MeterFactory,
+    SubscriptionFactory,
+    UsageEventFactory,
+)
+
+
+@pytest.fixture
+def ours(org):
+    customer = CustomerFactory(organization=org, external_id="acme")
+    meter = MeterFactory(organization=org, code="api_calls")
+    sub = SubscriptionFactory(customer=customer, external_id="sub-1")
+    ChargeFactory(plan=sub.plan, charge_type="USAGE", meter=meter)
+    UsageEventFactory(customer=customer, code="api_calls")
+    with time_machine.travel(datetime(2025, 2, 1, 1, tzinfo=UTC), tick=False):
+        InvoiceGenerator().process_due_subscriptions()
+    return {
+        "customer": customer.id,
+        "meter": meter.id,
+        "plan": sub.plan_id,
+        "subscription": sub.id,
+        "invoice": Invoice.objects.get().id,
+    }
+
+
+def endpoints(ids):
+    """Every endpoint that names an object: (route name, method, path)."""
+    return [
+        ("customer-detail", "get", f"/api/v1/customers/{ids['customer']}"),
+        ("meter-detail", "get", f"/api/v1/meters/{ids['meter']}"),
+        ("plan-detail", "get", f"/api/v1/plans/{ids['plan']}"),
+        ("subscription-detail", "get", f"/api/v1/subscriptions/{ids['subscription']}"),
+        ("subscription-cancel", "post", f"/api/v1/subscriptions/{ids['subscription']}/cancel"),
+        (
+            "subscription-generate-invoice",
+            "post",
+            f"/api/v1/subscriptions/{ids['subscription']}/generate-invoice",
+        ),
+        (
+            "subscription-upcoming-invoice",
+            "get",
+            f"/api/v1/subscriptions/{ids['subscription']}/upcoming-invoice",
+        ),
+        ("invoice-detail", "get", f"/api/v1/invoices/{ids['invoice']}"),
+        ("invoice-finalize", "post", f"/api/v1/invoices/{ids['invoice']}/finalize"),
+        ("invoice-void", "post", f"/api/v1/invoices/{ids['invoice']}/void"),
+    ]
+
+
+def test_every_object_endpoint_is_covered():
+    named = {p.name for p in urls.urlpatterns if p.name and "<str:pk>" in str(p.pattern)}
+    assert named == {
+        name
+        for name, _, _ in endpoints(
+            dict.fromkeys(["customer", "meter", "plan", "subscription", "invoice"], 1)
+        )
+    }
+
+
+@time_machine.travel(datetime(2025, 2, 1, 2, tzinfo=UTC), tick=False)
+def test_another_organizations_key_gets_404_everywhere(api, other_api, ours):
+    for name, method, path in endpoints(ours):
+        body = {"at_period_end": False} if name == "subscription-cancel" else None
+        answer = getattr(other_api, method)(path, body)
+        assert answer.status_code == 404, (name, answer.status_code)
+        assert "detail" in answer.json()
+        # The owner reaches the same endpoint.
+        if method == "get":
+            assert api.get(path).status_code == 200, name
+    # Nothing was changed by the other key's POSTs.
+    assert Subscription.objects.get(id=ours["subscription"]).status == "ACTIVE"
+    assert Invoice.objects.get(id=ours["invoice"]).status == "DRAFT"
+
+
+def test_lists_and_references_stay_inside_the_organization(api, other_api, ours):
+    for resource in ("customers", "meters", "plans", "subscriptions", "invoices"):
+        assert other_api.get(f"/api/v1/{resource}").json()["count"] == 0, resource
+        assert api.get(f"/api/v1/{resource}").json()["count"] == 1, resource
+    assert other_api.get("/api/v1/invoices", {"customer": ours["customer"]}).json()["count"] == 0
+    sub = other_api.post(
+        "/api/v1/subscriptions", {"customer": ours["customer"], "plan": "x", "external_id": "s"}
+    )
+    assert sub.json()["customer"] == [f"no customer has the id {ours['customer']}"]
+    event = other_api.post(
+        "/api/v1/events",
+        {
+            "transaction_id": "t",
+            "external_customer_id": "acme",
+            "code": "api_calls",
+            "timestamp": "2025-01-02T00:00:00Z",
+        },
+    )
+    assert event.status_code == 422
+    assert set(event.json()) == {"external_customer_id", "code"}
+    # The same transaction_id is free in another organization: it is unique per organization.
+    assert UsageEvent.objects.count() == 1
