@@ -372,7 +372,14 @@ class InvoiceGenerator:
             plans, failures = self._plan(subscriptions, now)
             for plan in plans:
                 result.drafts += plan.drafts
+                if plan.drafts:
+                    result.successful += 1
+                else:
+                    result.skipped += 1
             result.failures += failures
+            result.failed += len(failures)
+        # Counted like a real run, so that a dry run exits non-zero where the run would fail.
+        result.processed = result.successful + result.failed + result.skipped
         result.status = WorkerRun.Status.SUCCEEDED
         return result
 

@@ -210,9 +210,12 @@ def test_dry_run_prints_what_it_would_bill_and_writes_nothing():
     broken.organization.country = "CH"
     broken.organization.save()
 
-    out, _ = call("generate_invoices", "--dry-run", "--now", "2025-03-01T00:00:00Z")
+    out = StringIO()
+    # The dry run fails like the real run would, so a rehearsal in CI catches the broken subscription.
+    with pytest.raises(CommandError, match=r"^1 subscription\(s\) failed"):
+        call_command("generate_invoices", "--dry-run", "--now", "2025-03-01T00:00:00Z", stdout=out)
 
-    assert out.splitlines() == [
+    assert out.getvalue().splitlines() == [
         f"Would bill {sub.external_id} | customer=Acme Corp | period=2025-01-01..2025-02-01 | total=€58.31",
         f"Would bill {sub.external_id} | customer=Acme Corp | period=2025-02-01..2025-03-01 | total=€58.31",
         f"Would fail {broken.external_id} "
