@@ -4,7 +4,7 @@ The minor unit comes from the Unicode CLDR data that babel ships (JPY 0 places, 
 KWD and BHD 3), so a currency the product has never seen still rounds correctly.
 """
 
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import cache
 
 from babel.numbers import get_currency_precision, get_currency_symbol, list_currencies
@@ -24,23 +24,27 @@ def minor_unit(currency: str) -> int:
     return get_currency_precision(currency)
 
 
+# Products and quotients keep every digit before rounding: quantity (30 digits) x unit price (24).
+# One shared context passed to each operation, not a `localcontext()` block per call: the invoice
+# run prices tens of thousands of lines, and entering a context copies it each time.
+EXACT = Context(prec=60)
+
+
+@cache
+def _minor_exponent(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-minor_unit(currency))
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
-    exponent = Decimal(1).scaleb(-minor_unit(currency))
-    with localcontext() as ctx:
-        ctx.prec = 60  # quantity (30 digits) x unit price (24) must not lose digits before rounding
-        return (+amount).quantize(exponent, rounding=ROUND_HALF_UP)
+    return EXACT.plus(amount).quantize(_minor_exponent(currency), rounding=ROUND_HALF_UP, context=EXACT)
 
 
 def multiply(quantity: Decimal, unit_price: Decimal, currency: str) -> Decimal:
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return round_money(quantity * unit_price, currency)
+    return round_money(EXACT.multiply(quantity, unit_price), currency)
 
 
 def percent_of(amount: Decimal, rate_percent: Decimal, currency: str) -> Decimal:
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return round_money(amount * rate_percent / 100, currency)
+    return round_money(EXACT.divide(EXACT.multiply(amount, rate_percent), 100), currency)
 
 
 def as_minor_units(amount: Decimal, currency: str) -> Decimal:
