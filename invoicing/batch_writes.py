@@ -80,19 +80,17 @@ def _columns(columns) -> str:
     return ", ".join(connection.ops.quote_name(name) for name, _ in columns)
 
 
-def insert_invoices(invoices: list[Invoice]) -> None:
-    """Insert DRAFT invoices that share issued_at and scheduled_finalize_at; sets their ids."""
-    if not invoices:
-        return
-    first = invoices[0]
+def insert_invoices(rows: list[tuple], *, issued_at, scheduled_finalize_at) -> list[int]:
+    """Insert DRAFT invoices (rows in INVOICE_COLUMNS order) that share issued_at and
+    scheduled_finalize_at; their ids, in the rows' order."""
+    if not rows:
+        return []
     created = timezone.now()
-    source, params = rows_source(
-        INVOICE_COLUMNS, [[getattr(i, name) for i in invoices] for name, _ in INVOICE_COLUMNS]
-    )
+    source, params = rows_source(INVOICE_COLUMNS, list(zip(*rows, strict=True)))
     adapt = connection.ops.adapt_datetimefield_value
     constants = [
-        first.status,
-        *(adapt(t) for t in (first.issued_at, first.scheduled_finalize_at, created, created)),
+        Invoice.Status.DRAFT.value,
+        *(adapt(t) for t in (issued_at, scheduled_finalize_at, created, created)),
     ]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -104,11 +102,9 @@ def insert_invoices(invoices: list[Invoice]) -> None:
             # The constants come first in the statement's text, so first in the parameters.
             [*constants, *params],
         )
+        # RETURNING's order is not promised: match each row by its unique (organization, number).
         ids = {(organization_id, number): pk for organization_id, number, pk in cursor.fetchall()}
-    for invoice in invoices:
-        invoice.id = ids[(invoice.organization_id, invoice.number)]
-        invoice.created_at = invoice.updated_at = created
-        invoice._state.adding, invoice._state.db = False, connection.alias
+    return [ids[(row[1], row[0])] for row in rows]
 
 
 def insert_lines(lines: list[tuple]) -> None:
@@ -124,13 +120,12 @@ def insert_lines(lines: list[tuple]) -> None:
         )
 
 
-def advance_subscriptions(subscriptions: list[Subscription]) -> None:
-    """Store each subscription's new period, status and canceled_at in one UPDATE ... FROM."""
-    if not subscriptions:
+def advance_subscriptions(rows: list[tuple]) -> None:
+    """Store each subscription's new period, status and canceled_at (rows in ADVANCE_COLUMNS
+    order) in one UPDATE ... FROM."""
+    if not rows:
         return
-    source, params = rows_source(
-        ADVANCE_COLUMNS, [[getattr(s, name) for s in subscriptions] for name, _ in ADVANCE_COLUMNS]
-    )
+    source, params = rows_source(ADVANCE_COLUMNS, list(zip(*rows, strict=True)))
     table = _table(Subscription)
     with connection.cursor() as cursor:
         cursor.execute(

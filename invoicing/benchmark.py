@@ -447,7 +447,7 @@ def _worker(batch_size: int, log_path: str, pipe) -> None:
     try:
         with connection.execute_wrapper(counter):
             result = InvoiceGenerator(batch_size=batch_size).process_due_subscriptions(BILL_AT)
-        pipe.send((counter.count, result.successful, result.failed, len(result.invoices), None))
+        pipe.send((counter.count, result.successful, result.failed, result.invoices_created, None))
     except Exception as exc:  # the parent reports it; a traceback in a child is easy to miss
         pipe.send((counter.count, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
     finally:

@@ -32,19 +32,93 @@ from invoicing.numbering import take_invoice_numbers
 from invoicing.pricing import InvoiceDraft, last_day, price_period
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
-from invoicing.worker_log import new_run_id, run_logger
+from invoicing.worker_log import BackgroundLog, new_run_id, run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
 from subscriptions.models import Charge, Organization, Plan, Subscription
 from subscriptions.periods import next_period, periods_due
 
 FINALIZE_AFTER = timedelta(hours=1)
 
+# What the run reads of a claimed subscription and its customer: plain values, not model instances
+# (building 2 model instances per row cost the run about as much as its aggregation statement).
+CLAIMED_FIELDS = (
+    "id",
+    "external_id",
+    "organization_id",
+    "customer_id",
+    "plan_id",
+    "status",
+    "billing_anchor",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "canceled_at",
+    "customer__external_id",
+    "customer__name",
+    "customer__country",
+    "customer__state",
+    "customer__tax_id",
+    "customer__tax_exempt",
+)
+
+
+class ClaimedCustomer:
+    """The customer fields that tax and the log lines read."""
+
+    __slots__ = ("id", "external_id", "name", "country", "state", "tax_id", "tax_exempt")
+
+
+class ClaimedSubscription:
+    """A claimed subscription row; `plan` and `organization` are the run's shared model instances."""
+
+    __slots__ = (
+        "id",
+        "external_id",
+        "organization_id",
+        "customer_id",
+        "plan_id",
+        "status",
+        "billing_anchor",
+        "current_period_start",
+        "current_period_end",
+        "cancel_at_period_end",
+        "canceled_at",
+        "customer",
+        "plan",
+        "organization",
+    )
+
+    def __init__(self, row):
+        (
+            self.id,
+            self.external_id,
+            self.organization_id,
+            self.customer_id,
+            self.plan_id,
+            self.status,
+            self.billing_anchor,
+            self.current_period_start,
+            self.current_period_end,
+            self.cancel_at_period_end,
+            self.canceled_at,
+        ) = row[:11]
+        customer = self.customer = ClaimedCustomer()
+        customer.id = self.customer_id
+        (
+            customer.external_id,
+            customer.name,
+            customer.country,
+            customer.state,
+            customer.tax_id,
+            customer.tax_exempt,
+        ) = row[11:]
+
 
 @dataclass
 class SubscriptionPlan:
     """What the run will do for one claimed subscription."""
 
-    subscription: Subscription
+    subscription: ClaimedSubscription
     periods: list[tuple[datetime, datetime]] = field(default_factory=list)
     drafts: list[InvoiceDraft] = field(default_factory=list)
     already_billed: list[tuple[datetime, datetime, str]] = field(default_factory=list)
@@ -61,10 +135,25 @@ class RunResult:
     successful: int = 0
     failed: int = 0
     skipped: int = 0
-    invoices: list[Invoice] = field(default_factory=list)
+    # The run keeps only the ids of what it created (at 100,000 subscriptions, keeping model
+    # instances cost more memory and time than anything else it keeps); `invoices` loads them.
+    invoice_ids: list[int] = field(default_factory=list)
     drafts: list[InvoiceDraft] = field(default_factory=list)  # dry runs only
-    failures: list[tuple[Subscription, str]] = field(default_factory=list)
-    skips: list[tuple[Subscription, str]] = field(default_factory=list)
+    failures: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
+    skips: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
+    _invoices: list[Invoice] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def invoices_created(self) -> int:
+        return len(self.invoice_ids)
+
+    @property
+    def invoices(self) -> list[Invoice]:
+        """The invoices the run created, in the order it created them (one query, on first use)."""
+        if self._invoices is None or len(self._invoices) != len(self.invoice_ids):
+            by_id = Invoice.objects.in_bulk(self.invoice_ids)
+            self._invoices = [by_id[pk] for pk in self.invoice_ids]
+        return self._invoices
 
 
 class InvoiceGenerator:
@@ -90,7 +179,13 @@ class InvoiceGenerator:
         # caller's time zone (New Year's Eve 22:30 UTC is already 2026 in Athens).
         now = (now or timezone.now()).astimezone(UTC)
         result = RunResult(run_id=new_run_id())
-        self.log = run_logger(self.worker, result.run_id)
+        self.log = BackgroundLog(run_logger(self.worker, result.run_id))
+        try:
+            return self._run(now, subscription_id, dry_run, result)
+        finally:
+            self.log.close()
+
+    def _run(self, now, subscription_id, dry_run, result) -> RunResult:
         self._charges, self._rates = {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
         if dry_run:
@@ -139,11 +234,12 @@ class InvoiceGenerator:
             claim = due_subscriptions(now).exclude(id__in=failed_ids)
             if subscription_id is not None:
                 claim = claim.filter(id=subscription_id)
-            subscriptions = list(
-                claim.select_related("customer")
-                .select_for_update(skip_locked=True, of=("self",))
-                .order_by("current_period_end", "id")[: self.batch_size]
-            )
+            subscriptions = [
+                ClaimedSubscription(row)
+                for row in claim.select_for_update(skip_locked=True, of=("self",))
+                .order_by("current_period_end", "id")
+                .values_list(*CLAIMED_FIELDS)[: self.batch_size]
+            ]
             if not subscriptions:
                 return False
             self._attach_plans_and_organizations(subscriptions)
@@ -163,14 +259,14 @@ class InvoiceGenerator:
                     f"⏭️ Skipped {plan.subscription.external_id} | period={start:%Y-%m-%d}..{end:%Y-%m-%d} "
                     f"| reason=already billed as {number}"
                 )
-            for invoice in invoices:
+            for invoice_id, number, total, currency in invoices:
                 self.log.info(
-                    f"✅ Generated {invoice.number} | customer={plan.subscription.customer.name} "
-                    f"| total={money.format_money(invoice.total, invoice.currency)}"
+                    f"✅ Generated {number} | customer={plan.subscription.customer.name} "
+                    f"| total={money.format_money(total, currency)}"
                 )
+                result.invoice_ids.append(invoice_id)
             if plan.cancel:
                 self.log.info(f"🛑 Canceled {plan.subscription.external_id} at period end")
-            result.invoices += invoices
             if invoices:
                 result.successful += 1
             else:
@@ -247,7 +343,8 @@ class InvoiceGenerator:
                 failures.append((plan.subscription, one_line_reason(exc)))
         return written, failures
 
-    def _insert(self, plans, now) -> list[list[Invoice]]:
+    def _insert(self, plans, now) -> list[list[tuple]]:
+        """Per plan, (id, number, total, currency) of each invoice it wrote."""
         numbers = defaultdict(list)
         counts = defaultdict(int)
         for plan in plans:
@@ -258,58 +355,75 @@ class InvoiceGenerator:
             numbers[organization_id] = take_invoice_numbers(organization_id, now.year, count)
             numbers[organization_id].reverse()
 
-        invoices_per_plan, invoices, lines = [], [], []
+        rows, drafts, advances = [], [], []
         for plan in plans:
             subscription = plan.subscription
+            available = numbers[subscription.organization_id]
+            for draft in plan.drafts:
+                rows.append(
+                    (
+                        available.pop(),
+                        subscription.organization_id,
+                        subscription.customer_id,
+                        subscription.id,
+                        draft.period_start,
+                        draft.period_end,
+                        draft.currency,
+                        draft.subtotal,
+                        draft.tax_rate,
+                        draft.tax_amount,
+                        draft.tax_reason,
+                        draft.total,
+                    )
+                )
+                drafts.append(draft)
+            if plan.cancel:
+                advances.append(
+                    (
+                        subscription.id,
+                        subscription.current_period_start,
+                        subscription.current_period_end,
+                        Subscription.Status.CANCELED.value,
+                        subscription.current_period_end,
+                    )
+                )
+            else:
+                advances.append(
+                    (
+                        subscription.id,
+                        plan.next_start,
+                        plan.next_end,
+                        subscription.status,
+                        subscription.canceled_at,
+                    )
+                )
+
+        ids = insert_invoices(rows, issued_at=now, scheduled_finalize_at=now + FINALIZE_AFTER)
+        lines = [
+            (
+                invoice_id,
+                line.charge.id,
+                line.charge_type,
+                line.description,
+                line.quantity,
+                line.unit_price,
+                line.amount,
+                line.position,
+            )
+            for invoice_id, draft in zip(ids, drafts, strict=True)
+            for line in draft.lines
+        ]
+        insert_lines(lines)
+        advance_subscriptions(advances)
+
+        written, position = [], 0
+        for plan in plans:
             own = []
             for draft in plan.drafts:
-                invoice = Invoice(
-                    number=numbers[subscription.organization_id].pop(),
-                    organization_id=subscription.organization_id,
-                    customer_id=subscription.customer_id,
-                    subscription_id=subscription.id,
-                    status=Invoice.Status.DRAFT,
-                    period_start=draft.period_start,
-                    period_end=draft.period_end,
-                    currency=draft.currency,
-                    subtotal=draft.subtotal,
-                    tax_rate=draft.tax_rate,
-                    tax_amount=draft.tax_amount,
-                    tax_reason=draft.tax_reason,
-                    total=draft.total,
-                    issued_at=now,
-                    scheduled_finalize_at=now + FINALIZE_AFTER,
-                )
-                invoice.drafted_lines = draft.lines
-                own.append(invoice)
-            invoices += own
-            invoices_per_plan.append(own)
-            if plan.cancel:
-                subscription.status = Subscription.Status.CANCELED
-                subscription.canceled_at = subscription.current_period_end
-            else:
-                subscription.current_period_start = plan.next_start
-                subscription.current_period_end = plan.next_end
-
-        insert_invoices(invoices)
-        for invoice in invoices:
-            lines += [
-                (
-                    invoice.id,
-                    line.charge.id,
-                    line.charge_type,
-                    line.description,
-                    line.quantity,
-                    line.unit_price,
-                    line.amount,
-                    line.position,
-                )
-                for line in invoice.drafted_lines
-            ]
-            del invoice.drafted_lines  # the run keeps every invoice; it need not keep their drafts
-        insert_lines(lines)
-        advance_subscriptions([plan.subscription for plan in plans])
-        return invoices_per_plan
+                own.append((ids[position], rows[position][0], draft.total, draft.currency))
+                position += 1
+            written.append(own)
+        return written
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -323,20 +437,14 @@ class InvoiceGenerator:
             missing = {getattr(s, f"{name}_id") for s in subscriptions} - cache.keys()
             if missing:
                 cache.update(model.objects.in_bulk(missing))
-            descriptor = getattr(Subscription, name).field
-            for subscription in subscriptions:
-                descriptor.set_cached_value(subscription, cache[getattr(subscription, f"{name}_id")])
+        for subscription in subscriptions:
+            subscription.plan = self._plans[subscription.plan_id]
+            subscription.organization = self._organizations[subscription.organization_id]
 
     def _tax(self, customer, organization, on):
         """calculate_tax depends on these fields only; a run asks the same question many times."""
-        key = (
-            customer.tax_exempt,
-            str(customer.country),
-            customer.state,
-            customer.tax_id,
-            str(organization.country),
-            on,
-        )
+        # The organization's fields do not change during a run: its id stands for its country.
+        key = (customer.tax_exempt, customer.country, customer.state, customer.tax_id, organization.id, on)
         tax = self._taxes.get(key)
         if tax is None:
             tax = self._taxes[key] = calculate_tax(customer, organization, on, self._rates)
@@ -364,7 +472,8 @@ class InvoiceGenerator:
             page = due_subscriptions(now).filter(id__gt=last_id)
             if subscription_id is not None:
                 page = page.filter(id=subscription_id)
-            subscriptions = list(page.select_related("customer").order_by("id")[: self.batch_size])
+            rows = page.order_by("id").values_list(*CLAIMED_FIELDS)[: self.batch_size]
+            subscriptions = [ClaimedSubscription(row) for row in rows]
             if not subscriptions:
                 break
             self._attach_plans_and_organizations(subscriptions)
@@ -387,7 +496,7 @@ class InvoiceGenerator:
         run.status = result.status
         run.processed, run.successful = result.processed, result.successful
         run.failed, run.skipped = result.failed, result.skipped
-        run.invoices_created = len(result.invoices)
+        run.invoices_created = result.invoices_created
         run.error = error
         run.finished_at = timezone.now()
         try:

@@ -67,7 +67,7 @@ class RunCounts:
             successful=result.successful,
             failed=result.failed,
             skipped=result.skipped,
-            invoices_created=len(result.invoices),
+            invoices_created=result.invoices_created,
         )
 
     def write(self, path: str) -> None:
