@@ -122,7 +122,7 @@ LOGGING = {
         },
         **{
             f"{worker}_file": {
-                "class": "logging.handlers.RotatingFileHandler",
+                "class": "invoicing.worker_log.RunLogFileHandler",  # RotatingFileHandler, cheaper per line
                 "filename": str(LOG_DIR / "workers" / f"{worker}.log"),
                 "maxBytes": 10 * 1024 * 1024,
                 "backupCount": 5,

@@ -32,7 +32,7 @@ from invoicing.numbering import take_invoice_numbers
 from invoicing.pricing import InvoiceDraft, last_day, price_period
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
-from invoicing.worker_log import BackgroundLog, new_run_id, run_logger
+from invoicing.worker_log import new_run_id, run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
 from subscriptions.models import Charge, Organization, Plan, Subscription
 from subscriptions.periods import next_period, periods_due
@@ -179,13 +179,7 @@ class InvoiceGenerator:
         # caller's time zone (New Year's Eve 22:30 UTC is already 2026 in Athens).
         now = (now or timezone.now()).astimezone(UTC)
         result = RunResult(run_id=new_run_id())
-        self.log = BackgroundLog(run_logger(self.worker, result.run_id))
-        try:
-            return self._run(now, subscription_id, dry_run, result)
-        finally:
-            self.log.close()
-
-    def _run(self, now, subscription_id, dry_run, result) -> RunResult:
+        self.log = run_logger(self.worker, result.run_id)
         self._charges, self._rates = {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
         if dry_run:

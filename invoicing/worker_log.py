@@ -1,10 +1,10 @@
 """The workers' log lines: `[INFO] worker.invoice_generator | run_id=abc12345 | message`."""
 
 import logging
-import queue
+import os
 import secrets
-import threading
 from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from django.conf import settings
@@ -32,38 +32,6 @@ def run_logger(worker: str, run_id: str) -> logging.LoggerAdapter:
     return logging.LoggerAdapter(logging.getLogger(f"worker.{worker}"), {"run_id": run_id})
 
 
-class BackgroundLog:
-    """A run's log lines, written in the order they were logged by a thread of their own.
-
-    The invoice run logs a line per invoice once its batch has committed; formatting and writing
-    them (tens of microseconds each) then happens while the run waits on the database for its next
-    batch instead of in front of it. The lines and their handlers are the same as `log`'s;
-    `close()` returns once every line is written, so nothing is pending when the run returns."""
-
-    def __init__(self, log: logging.LoggerAdapter):
-        self._log = log
-        self._lines: queue.SimpleQueue = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write, name="run-log", daemon=True)
-        self._writer.start()
-
-    def _write(self) -> None:
-        while (line := self._lines.get()) is not None:
-            self._log.log(*line)
-
-    def info(self, message: str) -> None:
-        self._lines.put((logging.INFO, message))
-
-    def warning(self, message: str) -> None:
-        self._lines.put((logging.WARNING, message))
-
-    def error(self, message: str) -> None:
-        self._lines.put((logging.ERROR, message))
-
-    def close(self) -> None:
-        self._lines.put(None)
-        self._writer.join()
-
-
 def log_files(worker: str) -> list[Path]:
     """The worker's log files, oldest first: .log.5 ... .log.1, then .log."""
     base = Path(settings.LOG_DIR) / "workers" / f"{worker}.log"
@@ -80,3 +48,41 @@ def run_log_lines(worker: str, run_id: str, limit: int = 2000) -> list[str]:
         with path.open(encoding="utf-8", errors="replace") as handle:
             lines += [line.rstrip("\n") for line in handle if marker in line]
     return lines[-limit:]
+
+
+class RunLogFileHandler(RotatingFileHandler):
+    """RotatingFileHandler, cheaper per line: the invoice run writes a line per invoice.
+
+    Per record the base class formats the line twice (once to decide whether to roll over, once
+    to write it) and asks the file system twice whether the path is a regular file (bpo-45401:
+    never roll over /dev/null). Here the line is formatted once, and the path is checked once per
+    file name. Rolling over and the lines themselves are unchanged."""
+
+    def __init__(self, *args, **kwargs):
+        self._formatted: tuple[logging.LogRecord, str] | None = None
+        self._regular_file: tuple[str, bool] | None = None
+        super().__init__(*args, **kwargs)
+
+    def format(self, record):
+        formatted = self._formatted
+        if formatted is not None and formatted[0] is record:
+            return formatted[1]
+        text = super().format(record)
+        self._formatted = (record, text)
+        return text
+
+    def shouldRollover(self, record):  # noqa: N802 (logging's API)
+        checked = self._regular_file
+        if checked is None or checked[0] != self.baseFilename:
+            path = self.baseFilename
+            checked = self._regular_file = (path, not (os.path.exists(path) and not os.path.isfile(path)))
+        if not checked[1]:
+            return False
+        if self.stream is None:  # delay was set
+            self.stream = self._open()
+        if self.maxBytes > 0:
+            line = f"{self.format(record)}\n"
+            self.stream.seek(0, 2)
+            if self.stream.tell() + len(line) >= self.maxBytes:
+                return True
+        return False
