@@ -35,7 +35,7 @@ from invoicing.tax import TaxRateBook, calculate_tax
 from invoicing.worker_log import new_run_id, run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
 from subscriptions.models import Charge, Organization, Plan, Subscription
-from subscriptions.periods import next_period, periods_due
+from subscriptions.periods import next_period, periods_due_and_next
 
 FINALIZE_AFTER = timedelta(hours=1)
 
@@ -278,12 +278,14 @@ class InvoiceGenerator:
         for subscription in subscriptions:
             plan = SubscriptionPlan(subscription)
             anchor, interval = subscription.billing_anchor, subscription.plan.interval
-            periods = periods_due(
+            periods, following = periods_due_and_next(
                 anchor, interval, subscription.current_period_start, subscription.current_period_end, now
             )
-            if subscription.cancel_at_period_end:
-                periods, plan.cancel = periods[:1], True
-            plan.next_start, plan.next_end = next_period(anchor, interval, periods[-1][1])
+            if subscription.cancel_at_period_end and len(periods) > 1:
+                periods = periods[:1]
+                following = next_period(anchor, interval, periods[-1][1])
+            plan.cancel = subscription.cancel_at_period_end
+            plan.next_start, plan.next_end = following
             for period in periods:
                 number = billed.get((subscription.id, period[0]))
                 if number:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from invoicing import money
 
 
-@dataclass
+@dataclass(slots=True)  # a run builds one per charge per invoice
 class LineDraft:
     charge: object
     charge_type: str

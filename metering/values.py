@@ -1,17 +1,19 @@
 """What a meter reads out of an event's properties, checked and typed once at ingestion."""
 
 import json
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 QUANTITY_PLACES = Decimal("1E-10")
 
 
+# Up to 20 integer digits plus 10 places is 30 digits, past the default context's 28: quantize()
+# would raise InvalidOperation instead of returning the value. One shared context, passed to each
+# call (entering a localcontext() copies one: the invoice run converts tens of thousands of quantities).
+_WIDE = Context(prec=60)
+
+
 def _quantize(value: Decimal) -> Decimal:
-    # Up to 20 integer digits plus 10 places is 30 digits, past the default context's 28:
-    # quantize() would raise InvalidOperation instead of returning the value.
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return value.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+    return value.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP, context=_WIDE)
 
 
 class InvalidEventValue(ValueError):
@@ -54,4 +56,6 @@ def to_quantity(raw) -> Decimal:
     """A quantity from the database (Decimal on PostgreSQL, int or float on SQLite)."""
     if raw is None:
         return Decimal(0).quantize(QUANTITY_PLACES)
+    if isinstance(raw, Decimal):  # PostgreSQL's numeric arrives as a Decimal already
+        return _quantize(raw)
     return _quantize(Decimal(str(raw)))

@@ -50,17 +50,25 @@ def next_period(anchor: datetime, interval: str, period_end: datetime) -> tuple[
     k = max(1, int((period_end - anchor) / _APPROX[interval]))
     while k > 1 and boundary(anchor, interval, k - 1) > period_end:
         k -= 1
-    while boundary(anchor, interval, k) <= period_end:
+    while (end := boundary(anchor, interval, k)) <= period_end:
         k += 1
-    return period_end, boundary(anchor, interval, k)
+    return period_end, end
 
 
 def periods_due(
     anchor: datetime, interval: str, start: datetime, end: datetime, now: datetime
 ) -> list[tuple[datetime, datetime]]:
     """Every period from [start, end) on whose end has passed, in order (catch-up after an outage)."""
+    return periods_due_and_next(anchor, interval, start, end, now)[0]
+
+
+def periods_due_and_next(
+    anchor: datetime, interval: str, start: datetime, end: datetime, now: datetime
+) -> tuple[list[tuple[datetime, datetime]], tuple[datetime, datetime]]:
+    """periods_due, and the period that follows the last of them (the one the invoice run
+    advances the subscription to), found by the same loop instead of computed again."""
     due = []
     while end <= now:
         due.append((start, end))
         start, end = next_period(anchor, interval, end)
-    return due
+    return due, (start, end)
