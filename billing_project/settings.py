@@ -99,6 +99,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"  # `manage.py collectstatic` fills it for production
+# WhiteNoise warns on every request while the folder is missing (a fresh clone, the tests).
+STATIC_ROOT.mkdir(exist_ok=True)
 
 # The invoice run and its log lines, spec section 5. The console shows the bare line; the rotating
 # file puts an ISO UTC timestamp in front so that lines from several hosts can be merged and sorted.
