@@ -27,6 +27,7 @@ urlpatterns = [
     path("events", views.Events.as_view(), name="events"),
     path("invoices", views.InvoiceList.as_view(), name="invoice-list"),
     path("invoices/<str:pk>", views.InvoiceDetail.as_view(), name="invoice-detail"),
+    path("invoices/<str:pk>/pdf", views.InvoicePdf.as_view(), name="invoice-pdf"),
     path("invoices/<str:pk>/finalize", views.FinalizeInvoice.as_view(), name="invoice-finalize"),
     path("invoices/<str:pk>/void", views.VoidInvoice.as_view(), name="invoice-void"),
     path("workers/health", views.WorkerHealth.as_view(), name="worker-health"),

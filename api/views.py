@@ -2,6 +2,7 @@
 organization, validate shapes with serializers and call the services and selectors."""
 
 from django.db.models import Prefetch
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -22,6 +23,7 @@ from api.errors import Conflict, Unprocessable
 from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
 from invoicing import services as invoice_services
+from invoicing.documents import pdf_filename, render_invoice_pdf
 from invoicing.manual_trigger import bill_subscription_now
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.selectors import upcoming_invoice, worker_health
@@ -407,6 +409,34 @@ class InvoiceList(OrganizationScoped, generics.ListAPIView):
 class InvoiceDetail(ScopedRetrieve):
     serializer_class = s.InvoiceDetailSerializer
     queryset = invoice_detail_queryset()
+
+
+@extend_schema(
+    tags=["invoices"],
+    summary="Download an invoice as PDF",
+    description="The printable invoice (the same template as the admin's print view) as a PDF file.",
+    responses={
+        (200, "application/pdf"): OpenApiTypes.BINARY,
+        (401, "application/json"): UNAUTHORIZED,
+        (404, "application/json"): NOT_FOUND,
+    },
+)
+class InvoicePdf(OrganizationScoped, generics.GenericAPIView):
+    queryset = Invoice.objects.all()
+
+    def perform_content_negotiation(self, request, force=False):
+        # The PDF is written directly; errors (401, 404) answer JSON whatever Accept asked for,
+        # instead of a 406 for a client that only accepts application/pdf.
+        return super().perform_content_negotiation(request, force=True)
+
+    def get_queryset(self):
+        return Invoice.objects.filter(organization=self.organization())
+
+    def get(self, request, *args, **kwargs):
+        invoice = self.get_object()
+        response = HttpResponse(render_invoice_pdf(invoice), content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{pdf_filename(invoice)}"'
+        return response
 
 
 class InvoiceTransition(OrganizationScoped, generics.GenericAPIView):

@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the API docs' static files under gunicorn too, with no web server in front.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -96,7 +98,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = BASE_DIR / "staticfiles"  # `manage.py collectstatic` fills it for production
+# WhiteNoise warns on every request while the folder is missing (a fresh clone, the tests).
+STATIC_ROOT.mkdir(exist_ok=True)
 
 # The invoice run and its log lines, spec section 5. The console shows the bare line; the rotating
 # file puts an ISO UTC timestamp in front so that lines from several hosts can be merged and sorted.
@@ -145,7 +149,7 @@ LOGGING = {
 }
 
 # --- HTTP API (api app): DRF, django-filter, drf-spectacular -------------------------------------
-INSTALLED_APPS += ["rest_framework", "django_filters", "drf_spectacular", "api"]
+INSTALLED_APPS += ["rest_framework", "django_filters", "drf_spectacular", "drf_spectacular_sidecar", "api"]
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["api.authentication.HasApiKey"],
@@ -172,6 +176,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI from our own static files: the docs page must work on a machine with no internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "InvoiceStatusEnum": "invoicing.models.Invoice.Status",

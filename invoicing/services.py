@@ -113,20 +113,21 @@ def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
 
 
 def void_invoice(invoice_id: int, now: datetime) -> Invoice:
-    with transaction.atomic():
-        invoice = _locked(invoice_id)
-        _check(invoice, "void")
-        invoice.status, invoice.voided_at = Invoice.Status.VOID, now
-        invoice.save(update_fields=["status", "voided_at", "updated_at"])
-    return invoice
+    return _stamp(invoice_id, "void", Invoice.Status.VOID, "voided_at", now)
 
 
 def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
+    return _stamp(invoice_id, "mark_paid", Invoice.Status.PAID, "paid_at", now)
+
+
+def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: datetime) -> Invoice:
+    """A transition that only sets the status and the date it happened, under the row lock."""
     with transaction.atomic():
         invoice = _locked(invoice_id)
-        _check(invoice, "mark_paid")
-        invoice.status, invoice.paid_at = Invoice.Status.PAID, now
-        invoice.save(update_fields=["status", "paid_at", "updated_at"])
+        _check(invoice, action)
+        invoice.status = status
+        setattr(invoice, stamp_field, now)
+        invoice.save(update_fields=["status", stamp_field, "updated_at"])
     return invoice
 
 

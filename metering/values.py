@@ -49,6 +49,10 @@ def numeric_value(raw, field: str) -> Decimal:
         raise InvalidEventValue(f"{field} must be a finite number")
     if abs(value) >= Decimal("1E20"):
         raise InvalidEventValue(f"{field} is too large")
+    if value < 0:
+        # A negative quantity would bill a negative line, which invoices cannot hold; credits and
+        # usage corrections need their own design, so they are refused at the door, not mid-run.
+        raise InvalidEventValue(f"{field} must not be negative")
     return _quantize(value)
 
 

@@ -1,10 +1,12 @@
 """Invoices over HTTP: the manual trigger, the preview, list filters, detail, finalize, void, health."""
 
+import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import time_machine
+from pypdf import PdfReader
 
 from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
@@ -208,3 +210,19 @@ def test_worker_health_needs_no_key_and_shows_no_customer(client, db):
         }
     with time_machine.travel(datetime(2025, 3, 1, 2, 0, 1, tzinfo=UTC), tick=False):
         assert client.get("/api/v1/workers/health").status_code == 503
+
+
+def test_the_pdf_is_the_printable_invoice_and_errors_stay_json(api, subscription):
+    (invoice,) = InvoiceGenerator().process_due_subscriptions(now=datetime(2025, 2, 1, tzinfo=UTC)).invoices
+    response = api.get(f"/api/v1/invoices/{invoice.id}/pdf", HTTP_ACCEPT="application/pdf")
+
+    assert (response.status_code, response["Content-Type"]) == (200, "application/pdf")
+    assert response["Content-Disposition"] == 'attachment; filename="INV-2025-0001.pdf"'
+    text = PdfReader(io.BytesIO(response.content)).pages[0].extract_text().replace("\xa0", " ")
+    # 10.00 + 31 x 0.05 = 11.55, VAT 19 % 2.19, total 13.74, formatted for the German seller.
+    assert "INV-2025-0001" in text and "11,55 €" in text and "2,19 €" in text and "13,74 €" in text
+
+    # An error is JSON even for a client that accepts only PDF.
+    missing = api.get("/api/v1/invoices/999999/pdf", HTTP_ACCEPT="application/pdf")
+    assert (missing.status_code, missing["Content-Type"]) == (404, "application/json")
+    assert "detail" in missing.json()

@@ -229,3 +229,6 @@ def test_schema_and_docs_are_served_without_a_key(client, db):
     assert "bearer" in text and "Idempotency-Key" in text
     docs = client.get("/api/v1/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+    # Served from our own static files (drf-spectacular-sidecar), never a CDN: the machine may be offline.
+    assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in docs.content
+    assert b"cdn.jsdelivr" not in docs.content and b"unpkg" not in docs.content

@@ -57,6 +57,7 @@ def endpoints(ids):
             f"/api/v1/subscriptions/{ids['subscription']}/upcoming-invoice",
         ),
         ("invoice-detail", "get", f"/api/v1/invoices/{ids['invoice']}"),
+        ("invoice-pdf", "get", f"/api/v1/invoices/{ids['invoice']}/pdf"),
         ("invoice-finalize", "post", f"/api/v1/invoices/{ids['invoice']}/finalize"),
         ("invoice-void", "post", f"/api/v1/invoices/{ids['invoice']}/void"),
     ]

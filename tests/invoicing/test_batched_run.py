@@ -177,8 +177,17 @@ def test_a_catch_up_run_bills_every_aggregation_type_to_the_cent(billing_month, 
 
 @pytest.mark.django_db
 def test_a_subscription_whose_write_fails_rolls_back_alone_and_numbers_stay_gapless(billing_month, caplog):
-    # A negative SUM gives a negative line, which the database's check constraint refuses.
-    event(billing_month["b"].customer, "storage", day(9), gb=-5)
+    # A negative value gives a negative line, which the database's check constraint refuses.
+    # Ingestion refuses negative values now, so plant the row as legacy data or a direct write would.
+    customer = billing_month["b"].customer
+    UsageEventFactory(
+        customer=customer,
+        code="storage",
+        timestamp=day(9),
+        properties={"gb": -5},
+        value=Decimal(-5),
+        value_text=None,
+    )
 
     result = InvoiceGenerator(batch_size=10).process_due_subscriptions(BILL_FEB)
 

@@ -91,11 +91,16 @@ def test_a_bad_event_does_not_keep_its_valid_neighbours_out_and_names_the_field(
             "not an object",
             payload("ok-2", at=(NOW + timedelta(minutes=5)).isoformat()),  # within the 5 minutes
             payload("big", "compute", seconds="1E19"),
+            payload("negative", "compute", seconds="-3"),
+            payload("zero", "compute", seconds="0"),
         ],
         NOW,
     )
 
-    assert [r.status for r in results] == ["created"] + ["rejected"] * 12 + ["created", "created"]
+    assert [r.status for r in results] == (
+        ["created"] + ["rejected"] * 12 + ["created", "created", "rejected", "created"]
+    )
+    assert results[15].errors == {"properties": ["properties.seconds must not be negative"]}
     errors = [r.errors for r in results[1:13]]
     assert errors == [
         {"transaction_id": ["required: a non-empty string of at most 200 characters"]},
@@ -112,7 +117,7 @@ def test_a_bad_event_does_not_keep_its_valid_neighbours_out_and_names_the_field(
         {"non_field_errors": ["an event must be a JSON object"]},
     ]
     stored = dict(UsageEvent.objects.values_list("transaction_id", "value"))
-    assert stored == {"ok-1": Decimal("1.5"), "ok-2": None, "big": Decimal("1E19")}
+    assert stored == {"ok-1": Decimal("1.5"), "ok-2": None, "big": Decimal("1E19"), "zero": Decimal("0")}
 
 
 def test_an_ambiguous_event_must_name_its_subscription(org):
