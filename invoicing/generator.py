@@ -19,6 +19,8 @@ counter (waited on, held only for the write).
 """
 
 import gc
+import logging
+import threading
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -170,6 +172,8 @@ class InvoiceGenerator:
         self._plans: dict = {}
         self._organizations: dict = {}
         self._taxes: dict = {}
+        # Log lines of committed batches not yet written: see _lines_written_meanwhile.
+        self._committed_lines: list[tuple[int, str]] = []
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -184,6 +188,7 @@ class InvoiceGenerator:
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._rates = {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
+        self._committed_lines = []
         if dry_run:
             return self._dry_run(now, subscription_id, result)
 
@@ -205,6 +210,7 @@ class InvoiceGenerator:
             with cycle_collection_paused():
                 while not self.stop_requested and self._bill_batch(now, subscription_id, failed_ids, result):
                     pass
+            self._write_committed_lines()
             if self.stop_requested:
                 result.status = WorkerRun.Status.INTERRUPTED
                 self.log.warning("⏹️ Interrupted: stopped after the batch in hand")
@@ -213,6 +219,7 @@ class InvoiceGenerator:
         except Exception as exc:
             result.status = WorkerRun.Status.FAILED
             error = one_line_reason(exc)
+            self._write_committed_lines()
             self.log.error(f"💥 Run failed | error={error}")
             raise
         finally:
@@ -243,27 +250,37 @@ class InvoiceGenerator:
             plans, failures = self._plan(subscriptions, now)
             written, write_failures = self._write(plans, now)
         # Log only after the commit: a line never claims an invoice that was rolled back.
+        line = self._committed_lines.append
         for subscription, reason in failures + write_failures:
             failed_ids.append(subscription.id)
             result.failures.append((subscription, reason))
-            self.log.error(
-                f"❌ Failed {subscription.external_id} | customer={subscription.customer.name} "
-                f"| error={reason}"
+            line(
+                (
+                    logging.ERROR,
+                    f"❌ Failed {subscription.external_id} | customer={subscription.customer.name} "
+                    f"| error={reason}",
+                )
             )
         for plan, invoices in written:
             for start, end, number in plan.already_billed:
-                self.log.warning(
-                    f"⏭️ Skipped {plan.subscription.external_id} | period={start:%Y-%m-%d}..{end:%Y-%m-%d} "
-                    f"| reason=already billed as {number}"
+                line(
+                    (
+                        logging.WARNING,
+                        f"⏭️ Skipped {plan.subscription.external_id} "
+                        f"| period={start:%Y-%m-%d}..{end:%Y-%m-%d} | reason=already billed as {number}",
+                    )
                 )
             for invoice_id, number, total, currency in invoices:
-                self.log.info(
-                    f"✅ Generated {number} | customer={plan.subscription.customer.name} "
-                    f"| total={money.format_money(total, currency)}"
+                line(
+                    (
+                        logging.INFO,
+                        f"✅ Generated {number} | customer={plan.subscription.customer.name} "
+                        f"| total={money.format_money(total, currency)}",
+                    )
                 )
                 result.invoice_ids.append(invoice_id)
             if plan.cancel:
-                self.log.info(f"🛑 Canceled {plan.subscription.external_id} at period end")
+                line((logging.INFO, f"🛑 Canceled {plan.subscription.external_id} at period end"))
             if invoices:
                 result.successful += 1
             else:
@@ -302,7 +319,9 @@ class InvoiceGenerator:
             plans.append(plan)
 
         quantities = defaultdict(dict)
-        for (sub_id, start, charge_id), quantity in zip(owners, aggregate_usage(questions), strict=True):
+        with self._lines_written_meanwhile():
+            answers = aggregate_usage(questions)
+        for (sub_id, start, charge_id), quantity in zip(owners, answers, strict=True):
             quantities[(sub_id, start)][charge_id] = quantity
 
         ready, failures = [], []
@@ -325,6 +344,34 @@ class InvoiceGenerator:
                 continue
             ready.append(plan)
         return ready, failures
+
+    # -- log lines of committed batches ------------------------------------------------------------
+
+    @contextmanager
+    def _lines_written_meanwhile(self):
+        """Write the log lines of the batches committed so far from a thread while this one waits
+        for the database (the next batch's aggregation statement, its longest wait): a line per
+        invoice costs ~20 us, as much Python as the pricing. The lines are the same, in the same
+        order, through the same handlers, and still only after their batch committed; the run
+        writes whatever is left before its own last lines."""
+        lines, self._committed_lines = self._committed_lines, []
+        if not lines:
+            yield
+            return
+        writer = threading.Thread(target=self._write_lines, args=(lines,), name="invoice-run-log")
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.join()
+
+    def _write_committed_lines(self) -> None:
+        lines, self._committed_lines = self._committed_lines, []
+        self._write_lines(lines)
+
+    def _write_lines(self, lines) -> None:
+        for level, message in lines:
+            self.log.log(level, message)
 
     def _write(self, plans, now):
         """Write the batch in one savepoint; if it fails, one savepoint per subscription."""
@@ -492,6 +539,7 @@ class InvoiceGenerator:
         return result
 
     def _record(self, run: WorkerRun, result: RunResult, error: str) -> None:
+        self._write_committed_lines()
         run.status = result.status
         run.processed, run.successful = result.processed, result.successful
         run.failed, run.skipped = result.failed, result.skipped
