@@ -64,6 +64,7 @@ def revenue_chart(columns: list[MonthColumn], currency: str) -> SafeString:
     bar_w = slot * 0.62
 
     def y(amount: Decimal) -> float:
+        # Pixels, not money: the float is a coordinate on the chart and never reaches an amount.
         return top + plot_h - float(amount / ceiling) * plot_h
 
     parts = []

@@ -69,28 +69,14 @@ CLAIMED_FIELDS = (
 class ClaimedCustomer:
     """The customer fields that tax and the log lines read."""
 
-    __slots__ = ("id", "external_id", "name", "country", "state", "tax_id", "tax_exempt")
+    __slots__ = ("id", *(f.removeprefix("customer__") for f in CLAIMED_FIELDS if f.startswith("customer__")))
 
 
 class ClaimedSubscription:
     """A claimed subscription row; `plan` and `organization` are the run's shared model instances."""
 
-    __slots__ = (
-        "id",
-        "external_id",
-        "organization_id",
-        "customer_id",
-        "plan_id",
-        "status",
-        "billing_anchor",
-        "current_period_start",
-        "current_period_end",
-        "cancel_at_period_end",
-        "canceled_at",
-        "customer",
-        "plan",
-        "organization",
-    )
+    # The same fields as the claim query reads, so the two cannot drift apart.
+    __slots__ = (*(f for f in CLAIMED_FIELDS if "__" not in f), "customer", "plan", "organization")
 
     def __init__(self, row):
         (
