@@ -52,8 +52,9 @@ class InvoiceLockedError(Exception):
     """A change that a finalized, paid or void invoice does not allow (spec section 4)."""
 
 
-# What an invoice keeps for ever once it is no longer a draft. Migration 0004's database triggers
-# enforce the same list; the guard below refuses in Python first, with a message naming the fields.
+# What an invoice keeps for ever once it is no longer a draft. Migration 0005's database triggers
+# enforce the same list (frozen there, as migrations must be); the guard below refuses in Python
+# first, with a message naming the fields.
 LOCKED_FIELDS = (
     "number",
     "organization_id",
