@@ -9,8 +9,11 @@ class IdempotencyKey(models.Model):
     answer is stored when it is ready, so a retry within 24 hours gets the same answer and nothing is
     done twice."""
 
-    organization = models.ForeignKey(
-        "subscriptions.Organization", on_delete=models.CASCADE, related_name="idempotency_keys"
+    organization = models.ForeignKey(  # indexed by the unique (organization, key)
+        "subscriptions.Organization",
+        on_delete=models.CASCADE,
+        related_name="idempotency_keys",
+        db_index=False,
     )
     key = models.CharField(max_length=255)
     request_fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body")

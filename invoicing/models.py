@@ -35,7 +35,8 @@ class InvoiceNumberSequence(models.Model):
     """The last number issued per organization and year. Its row is locked while numbers are
     taken, so the sequence stays gapless when several runs bill at once."""
 
-    organization = models.ForeignKey("subscriptions.Organization", on_delete=models.CASCADE)
+    # Indexed by the unique (organization, year).
+    organization = models.ForeignKey("subscriptions.Organization", on_delete=models.CASCADE, db_index=False)
     year = models.PositiveSmallIntegerField()
     last_number = models.PositiveIntegerField(default=0)
 
@@ -100,12 +101,15 @@ class Invoice(models.Model):
         OUTSIDE_SCOPE = "outside scope"
 
     number = models.CharField(max_length=32)
+    # organization and subscription are indexed by the unique (organization, number) and
+    # (subscription, period_start): the invoice run inserts thousands of invoices a batch, and an
+    # index on either column alone would only cost it writes.
     organization = models.ForeignKey(
-        "subscriptions.Organization", on_delete=models.PROTECT, related_name="invoices"
+        "subscriptions.Organization", on_delete=models.PROTECT, related_name="invoices", db_index=False
     )
     customer = models.ForeignKey("subscriptions.Customer", on_delete=models.PROTECT, related_name="invoices")
     subscription = models.ForeignKey(
-        "subscriptions.Subscription", on_delete=models.PROTECT, related_name="invoices"
+        "subscriptions.Subscription", on_delete=models.PROTECT, related_name="invoices", db_index=False
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     period_start = models.DateTimeField()
@@ -235,7 +239,9 @@ class Invoice(models.Model):
 
 
 class InvoiceLineItem(models.Model):
-    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="line_items")
+    invoice = models.ForeignKey(  # indexed by the unique (invoice, charge)
+        Invoice, on_delete=models.CASCADE, related_name="line_items", db_index=False
+    )
     charge = models.ForeignKey("subscriptions.Charge", on_delete=models.PROTECT, related_name="line_items")
     charge_type = models.CharField(max_length=10)
     description = models.CharField(max_length=200)

@@ -14,8 +14,8 @@ class Meter(models.Model):
 
     NUMERIC = {"SUM", "MIN", "MAX", "AVG", "LATEST"}
 
-    organization = models.ForeignKey(
-        "subscriptions.Organization", on_delete=models.PROTECT, related_name="meters"
+    organization = models.ForeignKey(  # indexed by the unique (organization, code)
+        "subscriptions.Organization", on_delete=models.PROTECT, related_name="meters", db_index=False
     )
     code = models.CharField(max_length=100, help_text="The event name this meter counts")
     name = models.CharField(max_length=200)
@@ -48,9 +48,13 @@ class UsageEvent(models.Model):
     """One fact of usage. `value` and `value_text` hold the meter's property, typed at ingestion,
     so that aggregation reads a numeric column instead of parsing JSON for millions of rows."""
 
-    organization = models.ForeignKey("subscriptions.Organization", on_delete=models.PROTECT, related_name="+")
+    # Indexed by the unique (organization, transaction_id) and by the covering index (customer, ...):
+    # an index on either column alone would only slow ingestion down.
+    organization = models.ForeignKey(
+        "subscriptions.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     customer = models.ForeignKey(
-        "subscriptions.Customer", on_delete=models.PROTECT, related_name="usage_events"
+        "subscriptions.Customer", on_delete=models.PROTECT, related_name="usage_events", db_index=False
     )
     subscription = models.ForeignKey(
         "subscriptions.Subscription",
