@@ -13,6 +13,7 @@ import resource
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, connections
+from django.db.backends.signals import connection_created
 
 MARKER_TABLE = "bench_invoice_run_marker"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -59,6 +61,9 @@ class Result:
     sql_floor_s: float
     ratio_to_floor: float
     setup_s: float
+    # Usage questions the runs answered from their read-ahead (PostgreSQL), of usage_questions.
+    read_ahead: int
+    usage_questions: int
 
 
 # -- the benchmark database --------------------------------------------------------------------
@@ -421,12 +426,20 @@ def measure_sql_floor() -> float:
 
 
 class QueryCounter:
+    """Counts the statements of every connection the worker opens, the read-ahead's included."""
+
     def __init__(self):
         self.count = 0
+        self._lock = threading.Lock()
 
     def __call__(self, execute, sql, params, many, context):
-        self.count += 1
+        with self._lock:
+            self.count += 1
         return execute(sql, params, many, context)
+
+    def install(self, sender, connection, **kwargs):
+        """connection_created receiver: count on each new connection, in whatever thread."""
+        connection.execute_wrappers.append(self)
 
 
 def _worker(batch_size: int, log_path: str, pipe) -> None:
@@ -444,12 +457,14 @@ def _worker(batch_size: int, log_path: str, pipe) -> None:
         elif isinstance(handler, logging.StreamHandler):
             logger.removeHandler(handler)
     counter = QueryCounter()
+    # The parent closed its connections before forking: every connection here is a new one.
+    connection_created.connect(counter.install)
     try:
-        with connection.execute_wrapper(counter):
-            result = InvoiceGenerator(batch_size=batch_size).process_due_subscriptions(BILL_AT)
-        pipe.send((counter.count, result.successful, result.failed, result.invoices_created, None))
+        result = InvoiceGenerator(batch_size=batch_size).process_due_subscriptions(BILL_AT)
+        counts = (result.successful, result.failed, result.invoices_created, result.read_ahead)
+        pipe.send((counter.count, *counts, None))
     except Exception as exc:  # the parent reports it; a traceback in a child is easy to miss
-        pipe.send((counter.count, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
+        pipe.send((counter.count, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
     finally:
         connection.close()
         pipe.close()
@@ -474,7 +489,7 @@ def run_invoice_run(workers: int, batch_size: int, log_dir: str) -> dict:
     for process in processes:
         process.join()
     wall = time.perf_counter() - started
-    errors = [report[4] for report in reports if report[4]]
+    errors = [report[5] for report in reports if report[5]]
     if errors:
         raise BenchError(f"the invoice run failed: {errors[0]}")
     return {
@@ -483,6 +498,7 @@ def run_invoice_run(workers: int, batch_size: int, log_dir: str) -> dict:
         "successful": sum(r[1] for r in reports),
         "failed": sum(r[2] for r in reports),
         "invoices": sum(r[3] for r in reports),
+        "read_ahead": sum(r[4] for r in reports),
         # ru_maxrss is in KiB on Linux; for children it is the largest single child.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
@@ -540,6 +556,8 @@ def benchmark(
         sql_floor_s=round(floor, 4),
         ratio_to_floor=round(wall / floor, 2) if floor else 0.0,
         setup_s=round(setup_s, 1),
+        read_ahead=run["read_ahead"],
+        usage_questions=subscriptions * usage,
     )
 
 

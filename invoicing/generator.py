@@ -5,9 +5,10 @@ hosts, cron plus a manual trigger) share the due subscriptions without waiting o
 without billing anything twice. For each batch:
 
 1. plan: work out every due period of every claimed subscription, aggregate their usage in one
-   SQL statement (metering.selectors.aggregate_usage) and price each period in Python. A
-   subscription whose planning fails (bad data, a missing tax rate, a bug) is logged and left for
-   the next run.
+   SQL statement (metering.selectors.aggregate_usage; on PostgreSQL mostly done already, on a
+   second connection while the previous batch was written: invoicing.read_ahead) and price each
+   period in Python. A subscription whose planning fails (bad data, a missing tax rate, a bug) is
+   logged and left for the next run.
 2. write: take invoice numbers, insert invoices and lines, advance the subscriptions (one statement
    each for the whole batch: invoicing.batch_writes), all in one savepoint. If that savepoint
    fails, the batch is written again one subscription per savepoint,
@@ -22,11 +23,12 @@ import gc
 import logging
 import threading
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from invoicing import money
@@ -34,6 +36,7 @@ from invoicing.batch_writes import advance_subscriptions, insert_invoices, inser
 from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers
 from invoicing.pricing import InvoiceDraft, last_day, price_period
+from invoicing.read_ahead import UsageReadAhead
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
 from invoicing.worker_log import new_run_id, run_logger
@@ -131,6 +134,7 @@ class RunResult:
     drafts: list[InvoiceDraft] = field(default_factory=list)  # dry runs only
     failures: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
     skips: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
+    read_ahead: int = 0  # usage questions answered by the read-ahead (invoicing.read_ahead)
     _invoices: list[Invoice] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -160,6 +164,7 @@ class InvoiceGenerator:
         self._taxes: dict = {}
         # Log lines of committed batches not yet written: see _lines_written_meanwhile.
         self._committed_lines: list[tuple[int, str]] = []
+        self._read_ahead: UsageReadAhead | None = None
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -193,6 +198,9 @@ class InvoiceGenerator:
                 due = due.filter(id=subscription_id)
             self.log.info(f"Found {due.count()} subscriptions due for processing")
             failed_ids: list[int] = []
+            # A run over one subscription claims one batch: nothing to read ahead.
+            if subscription_id is None and UsageReadAhead.available():
+                self._read_ahead = UsageReadAhead()
             with cycle_collection_paused():
                 while not self.stop_requested and self._bill_batch(now, subscription_id, failed_ids, result):
                     pass
@@ -209,6 +217,7 @@ class InvoiceGenerator:
             self.log.error(f"💥 Run failed | error={error}")
             raise
         finally:
+            self._stop_reading_ahead(result)
             self._record(run, result, error)
         return result
 
@@ -220,7 +229,7 @@ class InvoiceGenerator:
 
     def _bill_batch(self, now, subscription_id, failed_ids, result) -> bool:
         """Claim, plan, write and commit one batch. False when nothing was left to claim."""
-        with transaction.atomic():
+        with ExitStack() as logging_meanwhile, transaction.atomic():
             claim = due_subscriptions(now).exclude(id__in=failed_ids)
             if subscription_id is not None:
                 claim = claim.filter(id=subscription_id)
@@ -234,6 +243,8 @@ class InvoiceGenerator:
                 return False
             self._attach_plans_and_organizations(subscriptions)
             plans, failures = self._plan(subscriptions, now)
+            # Entered inside the transaction, so left after the commit: see the method.
+            logging_meanwhile.enter_context(self._lines_written_meanwhile())
             written, write_failures = self._write(plans, now)
         # Log only after the commit: a line never claims an invoice that was rolled back.
         line = self._committed_lines.append
@@ -282,16 +293,8 @@ class InvoiceGenerator:
         plans = []
         questions, owners = [], []
         for subscription in subscriptions:
-            plan = SubscriptionPlan(subscription)
-            anchor, interval = subscription.billing_anchor, subscription.plan.interval
-            periods, following = periods_due_and_next(
-                anchor, interval, subscription.current_period_start, subscription.current_period_end, now
-            )
-            if subscription.cancel_at_period_end and len(periods) > 1:
-                periods = periods[:1]
-                following = next_period(anchor, interval, periods[-1][1])
-            plan.cancel = subscription.cancel_at_period_end
-            plan.next_start, plan.next_end = following
+            plan = SubscriptionPlan(subscription, cancel=subscription.cancel_at_period_end)
+            periods, (plan.next_start, plan.next_end) = self._periods(subscription, now)
             for period in periods:
                 number = billed.get((subscription.id, period[0]))
                 if number:
@@ -305,9 +308,9 @@ class InvoiceGenerator:
             plans.append(plan)
 
         quantities = defaultdict(dict)
-        with self._lines_written_meanwhile():
-            answers = aggregate_usage(questions)
-        for (sub_id, start, charge_id), quantity in zip(owners, answers, strict=True):
+        for (sub_id, start, charge_id), quantity in zip(
+            owners, self._aggregate(questions, subscriptions, now), strict=True
+        ):
             quantities[(sub_id, start)][charge_id] = quantity
 
         ready, failures = [], []
@@ -331,15 +334,69 @@ class InvoiceGenerator:
             ready.append(plan)
         return ready, failures
 
+    def _periods(self, subscription, now):
+        """The periods to bill now, and the one the subscription moves on to."""
+        anchor, interval = subscription.billing_anchor, subscription.plan.interval
+        periods, following = periods_due_and_next(
+            anchor, interval, subscription.current_period_start, subscription.current_period_end, now
+        )
+        if subscription.cancel_at_period_end and len(periods) > 1:
+            periods = periods[:1]
+            following = next_period(anchor, interval, periods[-1][1])
+        return periods, following
+
+    # -- usage -------------------------------------------------------------------------------------
+
+    def _aggregate(self, questions, subscriptions, now) -> list:
+        """The quantity of each question: read ahead where the guess answered it, else aggregated
+        now. The next batch's guess starts first, so that it runs beside the statement."""
+        known = self._read_ahead.answers_for(questions) if self._read_ahead else {}
+        if self._read_ahead and subscriptions:
+            last = subscriptions[-1]
+            self._read_ahead.start(self._guess_next_batch, now, (last.current_period_end, last.id))
+        missing = [q for q in questions if q not in known]
+        known.update(zip(missing, aggregate_usage(missing), strict=True))
+        return [known[q] for q in questions]
+
+    def _guess_next_batch(self, now, after) -> dict:
+        """In the read-ahead thread: the batch that follows `after` (current_period_end, id) in
+        the claim order, read without locks, and the usage of its due periods. Subscriptions on a
+        plan this run has not loaded yet are left out (the claim aggregates them)."""
+        last_end, last_id = after
+        rows = (
+            due_subscriptions(now)
+            .filter(Q(current_period_end__gt=last_end) | Q(current_period_end=last_end, id__gt=last_id))
+            .order_by("current_period_end", "id")
+            .values_list(*CLAIMED_FIELDS)[: self.batch_size]
+        )
+        questions = []
+        for row in rows:
+            subscription = ClaimedSubscription(row)
+            subscription.plan = self._plans.get(subscription.plan_id)
+            charges = self._charges.get(subscription.plan_id)
+            if subscription.plan is None or charges is None:
+                continue
+            for period in self._periods(subscription, now)[0]:
+                for charge in charges:
+                    if charge.charge_type == Charge.ChargeType.USAGE:
+                        questions.append(usage_question(subscription, charge, period))
+        return dict(zip(questions, aggregate_usage(questions), strict=True))
+
+    def _stop_reading_ahead(self, result) -> None:
+        if self._read_ahead is not None:
+            self._read_ahead.close()
+            result.read_ahead = self._read_ahead.answered
+            self._read_ahead = None
+
     # -- log lines of committed batches ------------------------------------------------------------
 
     @contextmanager
     def _lines_written_meanwhile(self):
         """Write the log lines of the batches committed so far from a thread while this one waits
-        for the database (the next batch's aggregation statement, its longest wait): a line per
-        invoice costs ~20 us, as much Python as the pricing. The lines are the same, in the same
-        order, through the same handlers, and still only after their batch committed; the run
-        writes whatever is left before its own last lines."""
+        for the database to write and commit the batch in hand (the foreign-key checks of its
+        rows run at the commit): a line per invoice costs ~20 us, as much Python as pricing.
+        The lines are the same, in the same order, through the same handlers, and still only
+        after their own batch committed; the run writes whatever is left before its last lines."""
         lines, self._committed_lines = self._committed_lines, []
         if not lines:
             yield

@@ -69,6 +69,8 @@ def check(result, subscriptions, events, batch_size=1000, workers=1):
         result["queries_total"] / subscriptions, abs=1e-3
     )
     assert 20 < result["peak_rss_mb"] < 300
+    assert result["usage_questions"] == subscriptions * result["usage_charges"]
+    assert 0 <= result["read_ahead"] <= result["usage_questions"]
 
 
 def test_bench_on_sqlite_prints_a_table_and_a_result_line_and_no_progress_bar(tmp_path):
@@ -87,6 +89,7 @@ def test_bench_on_sqlite_prints_a_table_and_a_result_line_and_no_progress_bar(tm
     result = result_of(completed)
     check(result, 20, 2000)
     assert (result["vendor"], result["fixed_charges"], result["usage_charges"]) == ("sqlite", 1, 3)
+    assert result["read_ahead"] == 0  # PostgreSQL only
     assert "invoice run (wall)" in completed.stdout
     # Not a terminal: no bar, no carriage returns, nothing on stderr at all.
     assert completed.stderr == ""

@@ -116,6 +116,7 @@ class Command(BaseCommand):
             ("ratio to floor", f"{result.ratio_to_floor:.2f}x"),
             ("subscriptions / s", f"{result.subscriptions_per_s:,.0f}"),
             ("queries", f"{result.queries_total:,} ({result.queries_per_subscription:.4f} per subscription)"),
+            ("usage read ahead", f"{result.read_ahead:,} of {result.usage_questions:,} questions"),
             ("peak RSS (largest worker)", f"{result.peak_rss_mb:.1f} MB"),
         ]
         width = max(len(label) for label, _ in rows)
