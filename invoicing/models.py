@@ -104,6 +104,10 @@ class Invoice(models.Model):
     # organization and subscription are indexed by the unique (organization, number) and
     # (subscription, period_start): the invoice run inserts thousands of invoices a batch, and an
     # index on either column alone would only cost it writes.
+    # On PostgreSQL the three are checked by ONE foreign key, (subscription, organization,
+    # customer) -> the subscription's (id, organization, customer): an invoice belongs to its
+    # subscription's organization and customer, at a third of the cost of three checks. So an
+    # AlterField of these fields must recreate that constraint (see invoicing 0007).
     organization = models.ForeignKey(
         "subscriptions.Organization", on_delete=models.PROTECT, related_name="invoices", db_index=False
     )

@@ -171,6 +171,11 @@ class Subscription(models.Model):
                 | Q(status="CANCELED", canceled_at__isnull=False),
                 name="subscription_canceled_at_iff_canceled",
             ),
+            # Unique anyway (id is): what an invoice's one composite foreign key points at, so
+            # that its organization and customer are its subscription's (invoicing 0007).
+            models.UniqueConstraint(
+                fields=["id", "organization", "customer"], name="subscription_id_organization_customer"
+            ),
         ]
         indexes = [
             # The invoice run's claim query: ACTIVE and current_period_end <= now, in the claim

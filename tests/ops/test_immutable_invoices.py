@@ -21,6 +21,7 @@ from tests.factories import T0, ChargeFactory, MeterFactory, SubscriptionFactory
 
 FEB = datetime(2025, 2, 1, tzinfo=UTC)
 LATER = FEB + timedelta(days=3)
+DEC = datetime(2024, 12, 1, tzinfo=UTC)
 
 
 def bill_two_invoices():
@@ -167,3 +168,27 @@ def test_a_voided_draft_is_locked_too():
     refused_by_database(lambda: InvoiceLineItem.objects.filter(invoice_id=first.id).update(quantity=7))
     with pytest.raises(InvoiceStateError, match="INV-2025-0001 is already void"):
         finalize_invoice(first.id, LATER)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_an_invoice_belongs_to_its_subscriptions_organization_and_customer():
+    """One composite foreign key (invoicing 0007) checks the subscription, the organization and
+    the customer of an invoice at once: each must exist, and be the subscription's."""
+    draft, other = bill_two_invoices()
+    assert draft.status == other.status == "DRAFT"  # drafts may change: only the key refuses
+
+    def checked_now(**changes):
+        with connection.cursor() as cursor:  # deferred to the commit otherwise
+            cursor.execute("SET CONSTRAINTS invoice_belongs_to_subscription IMMEDIATE")
+        Invoice.objects.filter(pk=draft.pk).update(**changes)
+
+    refused_by_database(lambda: checked_now(customer_id=other.customer_id))
+    # (A December period, so that (subscription, period_start) stays unique.)
+    refused_by_database(lambda: checked_now(subscription_id=other.subscription_id, period_start=DEC))
+    refused_by_database(lambda: checked_now(organization_id=draft.organization_id + 1000))
+    # All three moved together to the other subscription: consistent, so accepted.
+    with transaction.atomic():
+        checked_now(subscription_id=other.subscription_id, customer_id=other.customer_id, period_start=DEC)
+    draft.refresh_from_db()
+    assert (draft.subscription_id, draft.customer_id) == (other.subscription_id, other.customer_id)
