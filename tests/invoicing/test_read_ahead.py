@@ -7,12 +7,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.db import connection
 
+from invoicing import read_ahead as read_ahead_module
 from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice
-from invoicing.read_ahead import UsageReadAhead
+from invoicing.read_ahead import RUNS_LOCK, UsageReadAhead
 from metering.selectors import UsageQuestion
 from subscriptions.models import Subscription
 from tests.factories import (
@@ -92,6 +94,24 @@ def test_the_next_batches_usage_is_read_ahead_and_bills_to_the_cent():
     assert result.read_ahead == 10
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_no_guessing_while_another_run_is_claiming():
+    """Two runs at once: the rows after one run's batch are mostly the other's, so neither
+    guesses while the other holds the shared advisory lock, and each plans in-line."""
+    seven_customers_with_usage()
+    other_run = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    try:
+        other_run.execute("SELECT pg_advisory_lock_shared(%s)", [RUNS_LOCK])
+
+        result = InvoiceGenerator(batch_size=2).process_due_subscriptions(BILL_AT)
+
+        assert (result.successful, result.read_ahead) == (CUSTOMERS, 0)
+        assert january_totals() == EXPECTED_JANUARY
+    finally:
+        other_run.close()
+
+
 class MovesAPeriodAfterTheGuess(InvoiceGenerator):
     """Once the guess of batch 2 has been read, sub-2's current period is moved back to December
     by another connection (an operator's correction, say), before the run claims it."""
@@ -159,9 +179,11 @@ def question(customer_id):
     return UsageQuestion(customer_id, "api_calls", "COUNT", T0, T0 + timedelta(days=31), customer_id)
 
 
-def test_the_run_stops_guessing_when_guesses_mostly_miss():
-    """With several runs sharing the work, the rows after a run's batch are often another run's:
-    below half the questions answered, guessing costs more than it saves."""
+def test_the_run_stops_guessing_when_guesses_mostly_miss(monkeypatch):
+    """Rows another run claimed, periods that moved: below half the questions answered,
+    guessing costs more than it saves."""
+    monkeypatch.setattr(read_ahead_module, "_join_the_runs", lambda: None)
+    monkeypatch.setattr(read_ahead_module, "runs_reading_ahead", lambda: 1)
     read_ahead = UsageReadAhead()
     try:
         read_ahead.start(lambda: {question(1): Decimal(4), question(2): Decimal(5)})
