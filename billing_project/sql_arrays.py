@@ -13,7 +13,12 @@ def array_literal(values, kind: str) -> str:
     if kind in ("text", "varchar"):
         items = ["NULL" if v is None else _quote(v) for v in values]
     elif kind == "timestamptz":
-        items = ["NULL" if v is None else f'"{v.isoformat()}"' for v in values]
+        # A batch's periods start and end at a few instants: format each once.
+        formatted: dict = {}
+        items = [
+            "NULL" if v is None else formatted.get(v) or formatted.setdefault(v, f'"{v.isoformat()}"')
+            for v in values
+        ]
     else:  # numbers: str() of an int or a Decimal is already PostgreSQL's own notation
         items = ["NULL" if v is None else str(v) for v in values]
     return "{" + ",".join(items) + "}"

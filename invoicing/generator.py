@@ -335,15 +335,14 @@ class InvoiceGenerator:
         return ready, failures
 
     def _periods(self, subscription, now):
-        """The periods to bill now, and the one the subscription moves on to."""
-        anchor, interval = subscription.billing_anchor, subscription.plan.interval
-        periods, following = periods_due_and_next(
-            anchor, interval, subscription.current_period_start, subscription.current_period_end, now
+        return due_periods(
+            subscription.billing_anchor,
+            subscription.plan.interval,
+            subscription.current_period_start,
+            subscription.current_period_end,
+            subscription.cancel_at_period_end,
+            now,
         )
-        if subscription.cancel_at_period_end and len(periods) > 1:
-            periods = periods[:1]
-            following = next_period(anchor, interval, periods[-1][1])
-        return periods, following
 
     # -- usage -------------------------------------------------------------------------------------
 
@@ -367,19 +366,34 @@ class InvoiceGenerator:
             due_subscriptions(now)
             .filter(Q(current_period_end__gt=last_end) | Q(current_period_end=last_end, id__gt=last_id))
             .order_by("current_period_end", "id")
-            .values_list(*CLAIMED_FIELDS)[: self.batch_size]
+            # Only what the questions depend on: the claim reads the whole row again anyway.
+            .values_list(
+                "id",
+                "customer_id",
+                "plan_id",
+                "billing_anchor",
+                "current_period_start",
+                "current_period_end",
+                "cancel_at_period_end",
+            )[: self.batch_size]
         )
+        meters: dict[int, list] = {}  # plan id -> (code, aggregation type) of its usage charges
         questions = []
-        for row in rows:
-            subscription = ClaimedSubscription(row)
-            subscription.plan = self._plans.get(subscription.plan_id)
-            charges = self._charges.get(subscription.plan_id)
-            if subscription.plan is None or charges is None:
+        for sub_id, customer_id, plan_id, anchor, start, end, cancel in rows:
+            plan, charges = self._plans.get(plan_id), self._charges.get(plan_id)
+            if plan is None or charges is None:
                 continue
-            for period in self._periods(subscription, now)[0]:
-                for charge in charges:
-                    if charge.charge_type == Charge.ChargeType.USAGE:
-                        questions.append(usage_question(subscription, charge, period))
+            if plan_id not in meters:
+                meters[plan_id] = [
+                    (c.meter.code, c.meter.aggregation_type)
+                    for c in charges
+                    if c.charge_type == Charge.ChargeType.USAGE
+                ]
+            for period_start, period_end in due_periods(anchor, plan.interval, start, end, cancel, now)[0]:
+                for code, aggregation in meters[plan_id]:
+                    questions.append(
+                        UsageQuestion(customer_id, code, aggregation, period_start, period_end, sub_id)
+                    )
         return dict(zip(questions, aggregate_usage(questions), strict=True))
 
     def _stop_reading_ahead(self, result) -> None:
@@ -617,6 +631,16 @@ def one_line_reason(exc: Exception) -> str:
     """`DataError: numeric field overflow DETAIL: ...`: PostgreSQL's messages span several lines,
     and the log has one line per failure."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def due_periods(anchor, interval, start, end, cancel_at_period_end, now):
+    """The periods to bill now, and the one the subscription moves on to: every period that
+    ended by `now`, or only the current one when it cancels at its end."""
+    periods, following = periods_due_and_next(anchor, interval, start, end, now)
+    if cancel_at_period_end and len(periods) > 1:
+        periods = periods[:1]
+        following = next_period(anchor, interval, periods[-1][1])
+    return periods, following
 
 
 def usage_question(subscription, charge, period) -> UsageQuestion:
