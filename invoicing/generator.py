@@ -158,6 +158,7 @@ class InvoiceGenerator:
         # Set from a signal handler: the run finishes the batch in hand, then stops.
         self.stop_requested = False
         self._charges: dict[int, list[Charge]] = {}
+        self._usage: dict[int, list[tuple[int, str, str]]] = {}  # see _load_charges
         self._rates: TaxRateBook | None = None
         self._plans: dict = {}
         self._organizations: dict = {}
@@ -177,7 +178,7 @@ class InvoiceGenerator:
         now = (now or timezone.now()).astimezone(UTC)
         result = RunResult(run_id=new_run_id())
         self.log = run_logger(self.worker, result.run_id)
-        self._charges, self._rates = {}, TaxRateBook.load()
+        self._charges, self._usage, self._rates = {}, {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
         self._committed_lines = []
         if dry_run:
@@ -301,10 +302,11 @@ class InvoiceGenerator:
                     plan.already_billed.append((*period, number))
                     continue
                 plan.periods.append(period)
-                for charge in self._charges[subscription.plan_id]:
-                    if charge.charge_type == Charge.ChargeType.USAGE:
-                        questions.append(usage_question(subscription, charge, period))
-                        owners.append((subscription.id, period[0], charge.id))
+                for charge_id, code, aggregation in self._usage[subscription.plan_id]:
+                    questions.append(
+                        UsageQuestion(subscription.customer_id, code, aggregation, *period, subscription.id)
+                    )
+                    owners.append((subscription.id, period[0], charge_id))
             plans.append(plan)
 
         quantities = defaultdict(dict)
@@ -377,23 +379,14 @@ class InvoiceGenerator:
                 "cancel_at_period_end",
             )[: self.batch_size]
         )
-        meters: dict[int, list] = {}  # plan id -> (code, aggregation type) of its usage charges
         questions = []
         for sub_id, customer_id, plan_id, anchor, start, end, cancel in rows:
-            plan, charges = self._plans.get(plan_id), self._charges.get(plan_id)
-            if plan is None or charges is None:
+            plan = self._plans.get(plan_id)
+            if plan is None or plan_id not in self._charges:
                 continue
-            if plan_id not in meters:
-                meters[plan_id] = [
-                    (c.meter.code, c.meter.aggregation_type)
-                    for c in charges
-                    if c.charge_type == Charge.ChargeType.USAGE
-                ]
-            for period_start, period_end in due_periods(anchor, plan.interval, start, end, cancel, now)[0]:
-                for code, aggregation in meters[plan_id]:
-                    questions.append(
-                        UsageQuestion(customer_id, code, aggregation, period_start, period_end, sub_id)
-                    )
+            for period in due_periods(anchor, plan.interval, start, end, cancel, now)[0]:
+                for _, code, aggregation in self._usage[plan_id]:
+                    questions.append(UsageQuestion(customer_id, code, aggregation, *period, sub_id))
         return dict(zip(questions, aggregate_usage(questions), strict=True))
 
     def _stop_reading_ahead(self, result) -> None:
@@ -554,11 +547,20 @@ class InvoiceGenerator:
         return tax
 
     def _load_charges(self, plan_ids):
+        """Each plan's charges, and its usage charges as (charge id, meter code, aggregation
+        type): what a usage question needs, read once per run instead of once per question."""
         missing = plan_ids - self._charges.keys()
-        for plan_id in missing:
-            self._charges[plan_id] = []
+        charges = {plan_id: [] for plan_id in missing}
         for charge in Charge.objects.filter(plan_id__in=missing).select_related("meter"):
-            self._charges[charge.plan_id].append(charge)
+            charges[charge.plan_id].append(charge)
+        for plan_id, loaded in charges.items():
+            self._usage[plan_id] = [
+                (c.id, c.meter.code, c.meter.aggregation_type)
+                for c in loaded
+                if c.charge_type == Charge.ChargeType.USAGE
+            ]
+            # Last, whole: the read-ahead thread takes a plan in _charges as fully loaded.
+            self._charges[plan_id] = loaded
 
     def _already_billed(self, subscriptions) -> dict:
         """(subscription id, period start) -> number of an invoice that already exists."""
@@ -641,14 +643,3 @@ def due_periods(anchor, interval, start, end, cancel_at_period_end, now):
         periods = periods[:1]
         following = next_period(anchor, interval, periods[-1][1])
     return periods, following
-
-
-def usage_question(subscription, charge, period) -> UsageQuestion:
-    return UsageQuestion(
-        customer_id=subscription.customer_id,
-        code=charge.meter.code,
-        aggregation_type=charge.meter.aggregation_type,
-        period_start=period[0],
-        period_end=period[1],
-        subscription_id=subscription.id,
-    )
