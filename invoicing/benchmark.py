@@ -50,6 +50,7 @@ class Result:
     usage_charges: int
     aggregations: list
     workers: int
+    claimers: int  # connections claiming at once in each worker (invoicing.generator)
     batch_size: int
     vendor: str
     invoices: int
@@ -61,9 +62,6 @@ class Result:
     sql_floor_s: float
     ratio_to_floor: float
     setup_s: float
-    # Usage questions the runs answered from their read-ahead (PostgreSQL), of usage_questions.
-    read_ahead: int
-    usage_questions: int
     # Each repetition's floor and run, in the order they were taken (floor, run, floor, run...):
     # wall_s and sql_floor_s above are the best of each, as timeit reports.
     repeat: int
@@ -462,7 +460,7 @@ def reset_to_due() -> None:
 
 
 class QueryCounter:
-    """Counts the statements of every connection the worker opens, the read-ahead's included."""
+    """Counts the statements of every connection the worker opens, every claimer's included."""
 
     def __init__(self):
         self.count = 0
@@ -478,7 +476,7 @@ class QueryCounter:
         connection.execute_wrappers.append(self)
 
 
-def _worker(batch_size: int, log_path: str, pipe) -> None:
+def _worker(batch_size: int, claimers: int | None, log_path: str, pipe) -> None:
     """One invoice-run process: what cron would start on one host."""
     import logging
 
@@ -496,17 +494,18 @@ def _worker(batch_size: int, log_path: str, pipe) -> None:
     # The parent closed its connections before forking: every connection here is a new one.
     connection_created.connect(counter.install)
     try:
-        result = InvoiceGenerator(batch_size=batch_size).process_due_subscriptions(BILL_AT)
-        counts = (result.successful, result.failed, result.invoices_created, result.read_ahead)
+        generator = InvoiceGenerator(batch_size=batch_size, claimers=claimers)
+        result = generator.process_due_subscriptions(BILL_AT)
+        counts = (result.successful, result.failed, result.invoices_created)
         pipe.send((counter.count, *counts, None))
     except Exception as exc:  # the parent reports it; a traceback in a child is easy to miss
-        pipe.send((counter.count, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
+        pipe.send((counter.count, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
     finally:
         connection.close()
         pipe.close()
 
 
-def run_invoice_run(workers: int, batch_size: int, log_dir: str) -> dict:
+def run_invoice_run(workers: int, batch_size: int, log_dir: str, claimers: int | None = None) -> dict:
     """Start `workers` processes that each call process_due_subscriptions on the same data."""
     connections.close_all()  # a forked child must open its own connection
     context = multiprocessing.get_context("fork")
@@ -515,7 +514,8 @@ def run_invoice_run(workers: int, batch_size: int, log_dir: str) -> dict:
     for n in range(workers):
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
-            target=_worker, args=(batch_size, os.path.join(log_dir, f"invoice_generator.{n}.log"), sender)
+            target=_worker,
+            args=(batch_size, claimers, os.path.join(log_dir, f"invoice_generator.{n}.log"), sender),
         )
         process.start()
         sender.close()
@@ -525,7 +525,7 @@ def run_invoice_run(workers: int, batch_size: int, log_dir: str) -> dict:
     for process in processes:
         process.join()
     wall = time.perf_counter() - started
-    errors = [report[5] for report in reports if report[5]]
+    errors = [report[4] for report in reports if report[4]]
     if errors:
         raise BenchError(f"the invoice run failed: {errors[0]}")
     return {
@@ -534,7 +534,6 @@ def run_invoice_run(workers: int, batch_size: int, log_dir: str) -> dict:
         "successful": sum(r[1] for r in reports),
         "failed": sum(r[2] for r in reports),
         "invoices": sum(r[3] for r in reports),
-        "read_ahead": sum(r[4] for r in reports),
         # ru_maxrss is in KiB on Linux; for children it is the largest single child.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
@@ -568,11 +567,14 @@ def benchmark(
     aggregations=None,
     progress,
     repeat=1,
+    claimers=None,
 ) -> Result:
     """Build the data set once, then `repeat` times: time the floor, run the invoice run, and put
     the data set back (reset_to_due). A shared machine moves any single timing by tens of percent
     from one minute to the next, so each repetition times the floor right before its run, and the
     result is the best of each (noise only ever adds time), with every sample kept beside it."""
+    from invoicing.generator import InvoiceGenerator
+
     aggregations = aggregations or [AGGREGATION_CYCLE[i % len(AGGREGATION_CYCLE)] for i in range(usage)]
     settings.DEBUG = False  # no query log kept in memory, whatever the environment says
     setup_started = time.perf_counter()
@@ -586,7 +588,7 @@ def benchmark(
             reset_to_due()
         floors.append(floor.measure())
         with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
-            run = run_invoice_run(workers, batch_size, log_dir)
+            run = run_invoice_run(workers, batch_size, log_dir, claimers)
         if run["successful"] != subscriptions or run["failed"] or run["invoices"] != subscriptions:
             raise BenchError(
                 f"the invoice run billed {run['successful']} of {subscriptions} subscriptions "
@@ -602,6 +604,7 @@ def benchmark(
         usage_charges=usage,
         aggregations=aggregations,
         workers=workers,
+        claimers=InvoiceGenerator(claimers=claimers).claimers_for(),
         batch_size=batch_size,
         vendor=connection.vendor,
         invoices=best["invoices"],
@@ -614,8 +617,6 @@ def benchmark(
         sql_floor_s=round(floor_s, 4),
         ratio_to_floor=round(wall / floor_s, 2) if floor_s else 0.0,
         setup_s=round(setup_s, 1),
-        read_ahead=best["read_ahead"],
-        usage_questions=subscriptions * usage,
         repeat=repeat,
         sql_floor_runs_s=[round(f, 4) for f in floors],
         wall_runs_s=[round(r["wall_s"], 4) for r in runs],

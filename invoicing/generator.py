@@ -5,10 +5,9 @@ hosts, cron plus a manual trigger) share the due subscriptions without waiting o
 without billing anything twice. For each batch:
 
 1. plan: work out every due period of every claimed subscription, aggregate their usage in one
-   SQL statement (metering.selectors.aggregate_usage; on PostgreSQL mostly done already, on a
-   second connection while the previous batch was written: invoicing.read_ahead) and price each
-   period in Python. A subscription whose planning fails (bad data, a missing tax rate, a bug) is
-   logged and left for the next run.
+   SQL statement (metering.selectors.aggregate_usage) and price each period in Python. A
+   subscription whose planning fails (bad data, a missing tax rate, a bug) is logged and left for
+   the next run.
 2. write: take invoice numbers, insert invoices and lines, advance the subscriptions (one statement
    each for the whole batch: invoicing.batch_writes), all in one savepoint. If that savepoint
    fails, the batch is written again one subscription per savepoint,
@@ -17,18 +16,23 @@ without billing anything twice. For each batch:
 
 Lock order is fixed: subscription rows (skip-locked, never waited on), then the invoice number
 counter (waited on, held only for the write).
+
+On PostgreSQL a run claims with two connections at once (two "claimers", each a thread with a
+connection of its own): while one claimer's batch is aggregated in the database, the other's is
+priced, written and committed, so both cores work. The claimers share the due subscriptions the
+way separate runs do -- through SKIP LOCKED -- so every guarantee above holds for each of them.
 """
 
 import gc
 import logging
 import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from invoicing import money
@@ -36,7 +40,6 @@ from invoicing.batch_writes import advance_subscriptions, insert_invoices, inser
 from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers
 from invoicing.pricing import InvoiceDraft, last_day, price_period
-from invoicing.read_ahead import UsageReadAhead
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
 from invoicing.worker_log import new_run_id, run_logger
@@ -134,7 +137,6 @@ class RunResult:
     drafts: list[InvoiceDraft] = field(default_factory=list)  # dry runs only
     failures: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
     skips: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
-    read_ahead: int = 0  # usage questions answered by the read-ahead (invoicing.read_ahead)
     _invoices: list[Invoice] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -153,19 +155,22 @@ class RunResult:
 class InvoiceGenerator:
     worker = "invoice_generator"
 
-    def __init__(self, batch_size: int = 500):
+    def __init__(self, batch_size: int = 500, claimers: int | None = None):
         self.batch_size = batch_size
+        self.claimers = claimers
         # Set from a signal handler: the run finishes the batch in hand, then stops.
         self.stop_requested = False
+        # Set when a claimer failed: the others stop after the batch in hand.
+        self._abandoned = False
+        self._result_lock = threading.Lock()
+        # Each claimer's own state (its failed ids and log lines not yet written): see _claim.
+        self._claimer = threading.local()
         self._charges: dict[int, list[Charge]] = {}
         self._usage: dict[int, list[tuple[int, str, str]]] = {}  # see _load_charges
         self._rates: TaxRateBook | None = None
         self._plans: dict = {}
         self._organizations: dict = {}
         self._taxes: dict = {}
-        # Log lines of committed batches not yet written: see _lines_written_meanwhile.
-        self._committed_lines: list[tuple[int, str]] = []
-        self._read_ahead: UsageReadAhead | None = None
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -180,7 +185,7 @@ class InvoiceGenerator:
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._usage, self._rates = {}, {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
-        self._committed_lines = []
+        self._abandoned = False
         if dry_run:
             return self._dry_run(now, subscription_id, result)
 
@@ -198,14 +203,8 @@ class InvoiceGenerator:
             if subscription_id is not None:
                 due = due.filter(id=subscription_id)
             self.log.info(f"Found {due.count()} subscriptions due for processing")
-            failed_ids: list[int] = []
-            # A run over one subscription claims one batch: nothing to read ahead.
-            if subscription_id is None and UsageReadAhead.available():
-                self._read_ahead = UsageReadAhead()
             with cycle_collection_paused():
-                while not self.stop_requested and self._bill_batch(now, subscription_id, failed_ids, result):
-                    pass
-            self._write_committed_lines()
+                self._claim_concurrently(self.claimers_for(subscription_id), now, subscription_id, result)
             if self.stop_requested:
                 result.status = WorkerRun.Status.INTERRUPTED
                 self.log.warning("⏹️ Interrupted: stopped after the batch in hand")
@@ -218,13 +217,72 @@ class InvoiceGenerator:
             self.log.error(f"💥 Run failed | error={error}")
             raise
         finally:
-            self._stop_reading_ahead(result)
             self._record(run, result, error)
         return result
 
     def process_subscription(self, subscription_id: int, now: datetime | None = None) -> RunResult:
         """The one-subscription variant used by the API and the admin: the same code path."""
         return self.process_due_subscriptions(now, subscription_id=subscription_id)
+
+    # -- claimers ------------------------------------------------------------------------------
+
+    def claimers_for(self, subscription_id: int | None = None) -> int:
+        """How many connections claim batches at once. On PostgreSQL two by default: while one
+        claimer's batch is aggregated, priced, written and committed, the other's is too, and
+        SELECT ... FOR UPDATE SKIP LOCKED keeps them apart exactly as it keeps separate runs
+        apart. SQLite has no row locks (FOR UPDATE is a no-op there) and one writer at a time: one."""
+        if connection.vendor != "postgresql" or subscription_id is not None:
+            return 1
+        return self.claimers or 2
+
+    def _claim_concurrently(self, claimers, now, subscription_id, result) -> None:
+        """This thread claims, and `claimers - 1` others beside it. If one fails, the others stop
+        after their batch in hand (it commits whole or not at all) and the failure is raised:
+        this thread's own first, else the first other claimer's."""
+        with ThreadPoolExecutor(max(claimers - 1, 1), thread_name_prefix="invoice-run-claimer") as pool:
+            others = [
+                pool.submit(self._claim_on_own_connection, now, subscription_id, result)
+                for _ in range(claimers - 1)
+            ]
+            try:
+                self._claim(now, subscription_id, result)
+            except BaseException:
+                self._abandoned = True
+                wait(others)
+                raise
+            for other in others:
+                other.result()
+
+    def _claim_on_own_connection(self, now, subscription_id, result) -> None:
+        try:
+            self._claim(now, subscription_id, result)
+        except BaseException:
+            self._abandoned = True
+            raise
+        finally:
+            connection.close()  # this thread's own
+
+    def _claim(self, now, subscription_id, result) -> None:
+        """Bill batch after batch until nothing is left, a stop is requested or another
+        claimer failed; then write this claimer's last log lines."""
+        self._claimer.failed_ids = []
+        self._claimer.committed_lines = []
+        try:
+            while not (self.stop_requested or self._abandoned) and self._bill_batch(
+                now, subscription_id, self._claimer.failed_ids, result
+            ):
+                pass
+        finally:
+            self._write_committed_lines()
+
+    @property
+    def _committed_lines(self) -> list:
+        """Log lines of this claimer's committed batches not yet written."""
+        return self._claimer.__dict__.setdefault("committed_lines", [])
+
+    @_committed_lines.setter
+    def _committed_lines(self, lines) -> None:
+        self._claimer.committed_lines = lines
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -248,8 +306,14 @@ class InvoiceGenerator:
             logging_meanwhile.enter_context(self._lines_written_meanwhile())
             written, write_failures = self._write(plans, now)
         # Log only after the commit: a line never claims an invoice that was rolled back.
+        with self._result_lock:
+            self._account(failures + write_failures, written, failed_ids, result)
+        return True
+
+    def _account(self, failures, written, failed_ids, result) -> None:
+        """Count a committed batch into the run's result and queue its log lines."""
         line = self._committed_lines.append
-        for subscription, reason in failures + write_failures:
+        for subscription, reason in failures:
             failed_ids.append(subscription.id)
             result.failures.append((subscription, reason))
             line(
@@ -284,9 +348,8 @@ class InvoiceGenerator:
             else:
                 result.skipped += 1
                 result.skips.append((plan.subscription, "already billed"))
-        result.failed += len(failures) + len(write_failures)
+        result.failed += len(failures)
         result.processed = result.successful + result.failed + result.skipped
-        return True
 
     def _plan(self, subscriptions, now) -> tuple[list[SubscriptionPlan], list]:
         self._load_charges({s.plan_id for s in subscriptions})
@@ -310,9 +373,7 @@ class InvoiceGenerator:
             plans.append(plan)
 
         quantities = defaultdict(dict)
-        for (sub_id, start, charge_id), quantity in zip(
-            owners, self._aggregate(questions, subscriptions, now), strict=True
-        ):
+        for (sub_id, start, charge_id), quantity in zip(owners, aggregate_usage(questions), strict=True):
             quantities[(sub_id, start)][charge_id] = quantity
 
         ready, failures = [], []
@@ -345,55 +406,6 @@ class InvoiceGenerator:
             subscription.cancel_at_period_end,
             now,
         )
-
-    # -- usage -------------------------------------------------------------------------------------
-
-    def _aggregate(self, questions, subscriptions, now) -> list:
-        """The quantity of each question: read ahead where the guess answered it, else aggregated
-        now. The next batch's guess starts first, so that it runs beside the statement."""
-        known = self._read_ahead.answers_for(questions) if self._read_ahead else {}
-        if self._read_ahead and subscriptions:
-            last = subscriptions[-1]
-            self._read_ahead.start(self._guess_next_batch, now, (last.current_period_end, last.id))
-        missing = [q for q in questions if q not in known]
-        known.update(zip(missing, aggregate_usage(missing), strict=True))
-        return [known[q] for q in questions]
-
-    def _guess_next_batch(self, now, after) -> dict:
-        """In the read-ahead thread: the batch that follows `after` (current_period_end, id) in
-        the claim order, read without locks, and the usage of its due periods. Subscriptions on a
-        plan this run has not loaded yet are left out (the claim aggregates them)."""
-        last_end, last_id = after
-        rows = (
-            due_subscriptions(now)
-            .filter(Q(current_period_end__gt=last_end) | Q(current_period_end=last_end, id__gt=last_id))
-            .order_by("current_period_end", "id")
-            # Only what the questions depend on: the claim reads the whole row again anyway.
-            .values_list(
-                "id",
-                "customer_id",
-                "plan_id",
-                "billing_anchor",
-                "current_period_start",
-                "current_period_end",
-                "cancel_at_period_end",
-            )[: self.batch_size]
-        )
-        questions = []
-        for sub_id, customer_id, plan_id, anchor, start, end, cancel in rows:
-            plan = self._plans.get(plan_id)
-            if plan is None or plan_id not in self._charges:
-                continue
-            for period in due_periods(anchor, plan.interval, start, end, cancel, now)[0]:
-                for _, code, aggregation in self._usage[plan_id]:
-                    questions.append(UsageQuestion(customer_id, code, aggregation, *period, sub_id))
-        return dict(zip(questions, aggregate_usage(questions), strict=True))
-
-    def _stop_reading_ahead(self, result) -> None:
-        if self._read_ahead is not None:
-            self._read_ahead.close()
-            result.read_ahead = self._read_ahead.answered
-            self._read_ahead = None
 
     # -- log lines of committed batches ------------------------------------------------------------
 
@@ -559,7 +571,7 @@ class InvoiceGenerator:
                 for c in loaded
                 if c.charge_type == Charge.ChargeType.USAGE
             ]
-            # Last, whole: the read-ahead thread takes a plan in _charges as fully loaded.
+            # Last, whole: another claimer takes a plan in _charges as fully loaded.
             self._charges[plan_id] = loaded
 
     def _already_billed(self, subscriptions) -> dict:

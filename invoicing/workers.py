@@ -81,7 +81,7 @@ class PoolResult:
     problems: list[str] = field(default_factory=list)  # one line per child that did not succeed
 
 
-def run_workers(count: int, now: datetime, batch_size: int) -> PoolResult:
+def run_workers(count: int, now: datetime, batch_size: int, claimers: int | None = None) -> PoolResult:
     """Start `count` generate_invoices processes billing as of the same `now`; wait for all."""
     pool = PoolResult()
     with tempfile.TemporaryDirectory(prefix="generate_invoices-") as tmp:
@@ -98,6 +98,7 @@ def run_workers(count: int, now: datetime, batch_size: int) -> PoolResult:
                 str(batch_size),
                 "--report-file",
                 report,
+                *(["--claimers", str(claimers)] if claimers else []),
             ]
             children.append((n, subprocess.Popen(command), report))
 

@@ -64,7 +64,8 @@ def test_two_runs_at_once_bill_every_period_exactly_once_with_gapless_numbers():
     ]
 
     meeting = threading.Barrier(2, timeout=20)
-    generators = [MeetingGenerator(meeting, batch_size=3) for _ in range(2)]
+    # One claimer each: these are two runs meeting; claimers within one run: test_claimers.py.
+    generators = [MeetingGenerator(meeting, batch_size=3, claimers=1) for _ in range(2)]
     results, errors = [None, None], []
 
     def run(n):
@@ -150,7 +151,7 @@ def test_two_runs_billing_two_organizations_in_opposite_order_do_not_deadlock(mo
         return numbers
 
     monkeypatch.setattr(generator, "take_invoice_numbers", take_then_meet)
-    generators = [MeetingGenerator(both_claimed, batch_size=2) for _ in range(2)]
+    generators = [MeetingGenerator(both_claimed, batch_size=2, claimers=1) for _ in range(2)]
     results, errors = [None, None], []
 
     def run(n):

@@ -32,6 +32,11 @@ class Command(BaseCommand):
             "--batch-size", type=int, default=1000, help="Subscriptions claimed per transaction"
         )
         parser.add_argument(
+            "--claimers",
+            type=int,
+            help="Connections claiming at once in each worker (default: the invoice run's, 2 on PostgreSQL)",
+        )
+        parser.add_argument(
             "--repeat",
             type=int,
             default=3,
@@ -60,9 +65,9 @@ class Command(BaseCommand):
     def run(self, options):
         from django.db import connection
 
-        for name in ("subscriptions", "events", "workers", "batch_size", "repeat"):
+        for name in ("subscriptions", "events", "workers", "batch_size", "repeat", "claimers"):
             minimum = 0 if name == "events" else 1
-            if options[name] < minimum:
+            if options[name] is not None and options[name] < minimum:
                 raise benchmark.BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
         fixed, usage = benchmark.parse_charges(options["charges"])
         if options["usage_charges"] is not None:
@@ -104,6 +109,7 @@ class Command(BaseCommand):
             database=database,
             progress=progress,
             repeat=options["repeat"],
+            claimers=options["claimers"],
         )
 
     def print_table(self, result):
@@ -119,7 +125,7 @@ class Command(BaseCommand):
                 f"{result.fixed_charges} fixed + {result.usage_charges} usage "
                 f"({', '.join(result.aggregations)})",
             ),
-            ("workers x batch size", f"{result.workers} x {result.batch_size}"),
+            ("workers x claimers x batch", f"{result.workers} x {result.claimers} x {result.batch_size}"),
             ("invoices created", f"{result.invoices:,}"),
             ("data set built in", f"{result.setup_s:.1f} s"),
             ("SQL floor (best)", f"{result.sql_floor_s:.3f} s{samples(result.sql_floor_runs_s)}"),
@@ -127,7 +133,6 @@ class Command(BaseCommand):
             ("ratio to floor", f"{result.ratio_to_floor:.2f}x"),
             ("subscriptions / s", f"{result.subscriptions_per_s:,.0f}"),
             ("queries", f"{result.queries_total:,} ({result.queries_per_subscription:.4f} per subscription)"),
-            ("usage read ahead", f"{result.read_ahead:,} of {result.usage_questions:,} questions"),
             ("peak RSS (largest worker)", f"{result.peak_rss_mb:.1f} MB"),
         ]
         width = max(len(label) for label, _ in rows)

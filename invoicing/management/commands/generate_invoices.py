@@ -31,6 +31,13 @@ class Command(BaseCommand):
             metavar="N",
             help="Start N processes that share the work (PostgreSQL only)",
         )
+        parser.add_argument(
+            "--claimers",
+            type=int,
+            metavar="N",
+            help="Connections that claim batches at once in each process (default 2 on PostgreSQL; "
+            "always 1 on SQLite)",
+        )
         # Where a child of --workers reports its counts to the parent (internal).
         parser.add_argument("--report-file", help=argparse.SUPPRESS)
 
@@ -42,6 +49,7 @@ class Command(BaseCommand):
         dry_run=False,
         batch_size=500,
         workers=1,
+        claimers=None,
         report_file=None,
         **options,
     ):
@@ -50,10 +58,12 @@ class Command(BaseCommand):
             raise CommandError("--batch-size: must be at least 1")
         if workers < 1:
             raise CommandError("--workers: must be at least 1")
+        if claimers is not None and claimers < 1:
+            raise CommandError("--claimers: must be at least 1")
         if workers > 1:
-            return self.handle_workers(workers, now, batch_size, subscription, dry_run)
+            return self.handle_workers(workers, now, batch_size, claimers, subscription, dry_run)
 
-        generator = InvoiceGenerator(batch_size=batch_size)
+        generator = InvoiceGenerator(batch_size=batch_size, claimers=claimers)
         try:
             if subscription is not None and not Subscription.objects.filter(id=subscription).exists():
                 raise CommandError(f"--subscription: no subscription has the id {subscription}")
@@ -76,7 +86,7 @@ class Command(BaseCommand):
         if result.failed:
             raise CommandError(f"{result.failed} subscription(s) failed; the log lines above say why")
 
-    def handle_workers(self, workers, now, batch_size, subscription, dry_run):
+    def handle_workers(self, workers, now, batch_size, claimers, subscription, dry_run):
         if subscription is not None or dry_run:
             raise CommandError("--workers: not with --subscription or --dry-run, which are one-process jobs")
         try:
@@ -90,7 +100,7 @@ class Command(BaseCommand):
             )
         # Every child bills as of the same moment; the parent holds no connection while they run.
         connection.close()
-        pool = run_workers(workers, now or timezone.now(), batch_size)
+        pool = run_workers(workers, now or timezone.now(), batch_size, claimers)
         total = pool.total
         self.stdout.write(
             f"🏁 {workers} workers finished | runs={','.join(r.run_id for r in pool.runs)} "
