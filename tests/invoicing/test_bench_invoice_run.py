@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from invoicing.benchmark import parse_charges, wants_progress_bar
+from invoicing.generator import BATCH_SIZE
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 FIELDS = {
@@ -51,8 +52,10 @@ def result_of(completed) -> dict:
     return json.loads(last.removeprefix("RESULT "))
 
 
-def check(result, subscriptions, events, batch_size=1000, workers=1, repeat=3):
+def check(result, subscriptions, events, batch_size=BATCH_SIZE, workers=1, repeat=3):
     assert FIELDS <= result.keys()
+    # By default the benchmark claims what the invoice run claims.
+    assert result["batch_size"] == batch_size
     # Every repetition timed, the best of each reported (the data set is put back between runs:
     # a run that found nothing due would have failed the command).
     assert result["repeat"] == repeat

@@ -5,6 +5,7 @@ from django.db import DatabaseError
 from tqdm import tqdm
 
 from invoicing import benchmark
+from invoicing.generator import BATCH_SIZE
 
 
 class Command(BaseCommand):
@@ -29,7 +30,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--workers", type=int, default=1, help="Invoice-run processes started at once")
         parser.add_argument(
-            "--batch-size", type=int, default=1000, help="Subscriptions claimed per transaction"
+            "--batch-size",
+            type=int,
+            default=BATCH_SIZE,
+            help=f"Subscriptions claimed per transaction (default: the invoice run's, {BATCH_SIZE})",
         )
         parser.add_argument(
             "--claimers",

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from billing_project.command_options import add_now_argument, parse_now
 from invoicing import money
-from invoicing.generator import InvoiceGenerator
+from invoicing.generator import BATCH_SIZE, InvoiceGenerator
 from invoicing.models import WorkerRun
 from invoicing.workers import RunCounts, run_workers, stop_on_signals
 from subscriptions.models import Subscription
@@ -22,7 +22,7 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="Print what would be billed; write nothing"
         )
         parser.add_argument(
-            "--batch-size", type=int, default=500, help="Subscriptions claimed per transaction"
+            "--batch-size", type=int, default=BATCH_SIZE, help="Subscriptions claimed per transaction"
         )
         parser.add_argument(
             "--workers",
@@ -47,7 +47,7 @@ class Command(BaseCommand):
         now=None,
         subscription=None,
         dry_run=False,
-        batch_size=500,
+        batch_size=BATCH_SIZE,
         workers=1,
         claimers=None,
         report_file=None,
