@@ -166,7 +166,10 @@ class InvoiceGenerator:
         # Set when a claimer failed: the others stop after the batch in hand.
         self._abandoned = False
         self._result_lock = threading.Lock()
-        # Each claimer's own state (its failed ids and log lines not yet written): see _claim.
+        # Subscriptions that failed in this run, whichever claimer met them: no claimer tries
+        # them again (a failure is counted and logged once per run).
+        self._failed_ids: set[int] = set()
+        # Each claimer's own log lines not yet written: see _committed_lines.
         self._claimer = threading.local()
         self._charges: dict[int, list[Charge]] = {}
         self._usage: dict[int, list[tuple[int, str, str]]] = {}  # see _load_charges
@@ -188,7 +191,7 @@ class InvoiceGenerator:
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._usage, self._rates = {}, {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
-        self._abandoned = False
+        self._abandoned, self._failed_ids = False, set()
         if dry_run:
             return self._dry_run(now, subscription_id, result)
 
@@ -268,11 +271,10 @@ class InvoiceGenerator:
     def _claim(self, now, subscription_id, result) -> None:
         """Bill batch after batch until nothing is left, a stop is requested or another
         claimer failed; then write this claimer's last log lines."""
-        self._claimer.failed_ids = []
         self._claimer.committed_lines = []
         try:
             while not (self.stop_requested or self._abandoned) and self._bill_batch(
-                now, subscription_id, self._claimer.failed_ids, result
+                now, subscription_id, result
             ):
                 pass
         finally:
@@ -289,9 +291,11 @@ class InvoiceGenerator:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def _bill_batch(self, now, subscription_id, failed_ids, result) -> bool:
+    def _bill_batch(self, now, subscription_id, result) -> bool:
         """Claim, plan, write and commit one batch. False when nothing was left to claim."""
         with ExitStack() as logging_meanwhile, transaction.atomic():
+            with self._result_lock:
+                failed_ids = list(self._failed_ids)
             claim = due_subscriptions(now).exclude(id__in=failed_ids)
             if subscription_id is not None:
                 claim = claim.filter(id=subscription_id)
@@ -308,16 +312,20 @@ class InvoiceGenerator:
             # Entered inside the transaction, so left after the commit: see the method.
             logging_meanwhile.enter_context(self._lines_written_meanwhile())
             written, write_failures = self._write(plans, now)
+            failures += write_failures
+            # Before the commit: until then this claimer's row locks keep the others off these
+            # subscriptions, and from then on the shared set does.
+            with self._result_lock:
+                self._failed_ids.update(subscription.id for subscription, _ in failures)
         # Log only after the commit: a line never claims an invoice that was rolled back.
         with self._result_lock:
-            self._account(failures + write_failures, written, failed_ids, result)
+            self._account(failures, written, result)
         return True
 
-    def _account(self, failures, written, failed_ids, result) -> None:
+    def _account(self, failures, written, result) -> None:
         """Count a committed batch into the run's result and queue its log lines."""
         line = self._committed_lines.append
         for subscription, reason in failures:
-            failed_ids.append(subscription.id)
             result.failures.append((subscription, reason))
             line(
                 (

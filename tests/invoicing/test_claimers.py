@@ -25,6 +25,7 @@ from tests.factories import (
     UsageEventFactory,
 )
 from tests.invoicing.test_concurrency import seed_eu_vat_rates
+from tests.invoicing.test_generate_invoices import FEB_1, simple_subscription
 
 BILL_AT = datetime(2025, 2, 1, 1, tzinfo=UTC)
 FEB = datetime(2025, 2, 1, tzinfo=UTC)
@@ -176,3 +177,28 @@ def test_how_many_claimers():
     # SQLite has no row locks: two claimers there would claim the same rows. One subscription is
     # one batch: nothing to share.
     assert InvoiceGenerator(claimers=3).claimers_for(subscription_id=1) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_broken_subscription_fails_once_per_run_whichever_claimer_meets_it(worker_lines):
+    """A seller in Texas with no Texas rate configured: its domestic customer cannot be billed.
+    After one claimer's failed batch commits, the other claimer must not claim it again."""
+    seed_eu_vat_rates()
+    austin = OrganizationFactory(country="US", state="TX", default_currency="USD")
+    broken = simple_subscription(austin, customer={"country": "US", "state": "TX", "name": "Acme Corp"})
+    for n in range(5):
+        simple_subscription(austin, customer={"country": "DE", "name": f"Berlin {n} GmbH"})
+
+    result = InvoiceGenerator(batch_size=1).process_due_subscriptions(now=FEB_1)
+
+    assert (result.processed, result.successful, result.failed) == (6, 5, 1)
+    assert [s.external_id for s, _ in result.failures] == [broken.external_id]
+    assert [line for line in worker_lines if "❌" in line] == [
+        f"[ERROR] worker.invoice_generator | run_id={result.run_id} | ❌ Failed {broken.external_id} "
+        "| customer=Acme Corp | error=MissingTaxRate: no tax rate configured for US on 2025-01-31"
+    ]
+    assert sorted(Invoice.objects.values_list("number", "total")) == [
+        (f"INV-2025-{n:04d}", Decimal("49.00")) for n in range(1, 6)
+    ]
+    assert WorkerRun.objects.get().failed == 1
