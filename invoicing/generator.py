@@ -299,14 +299,21 @@ class InvoiceGenerator:
             claim = due_subscriptions(now).exclude(id__in=failed_ids)
             if subscription_id is not None:
                 claim = claim.filter(id=subscription_id)
-            subscriptions = [
+            claimed = [
                 ClaimedSubscription(row)
                 for row in claim.select_for_update(skip_locked=True, of=("self",))
                 .order_by("current_period_end", "id")
                 .values_list(*CLAIMED_FIELDS)[: self.batch_size]
             ]
-            if not subscriptions:
+            if not claimed:
                 return False
+            # Another claimer may have failed one of these and committed between the list above
+            # and this claim. It recorded the failure before its commit released the row, so the
+            # failure is known by now: leave that subscription alone (the lock goes with the commit).
+            with self._result_lock:
+                subscriptions = [s for s in claimed if s.id not in self._failed_ids]
+            if not subscriptions:
+                return True
             self._attach_plans_and_organizations(subscriptions)
             plans, failures = self._plan(subscriptions, now)
             # Entered inside the transaction, so left after the commit: see the method.
