@@ -1,5 +1,6 @@
 """Options that several management commands share."""
 
+import sys
 from datetime import UTC, datetime
 
 from django.core.management.base import CommandError
@@ -19,6 +20,13 @@ def parse_now(raw: str | None) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def attached_to_terminal(stdout=None, stderr=None) -> bool:
+    """Whether a progress bar may be drawn (on stderr): only when both streams are an interactive
+    terminal, never in cron mail, CI output or a log file, even when only one is redirected."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    return stdout.isatty() and stderr.isatty()
 
 
 def add_now_argument(parser) -> None:

@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import resource
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -625,10 +624,3 @@ def benchmark(
 
 def result_line(result: Result) -> str:
     return "RESULT " + json.dumps(asdict(result), sort_keys=False)
-
-
-def wants_progress_bar(stdout=None, stderr=None) -> bool:
-    """A bar (drawn on stderr) only when both streams are an interactive terminal: never in cron
-    mail, CI output or a log file, even when only one of the two is redirected."""
-    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    return stdout.isatty() and stderr.isatty()

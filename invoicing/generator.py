@@ -158,9 +158,13 @@ class RunResult:
 class InvoiceGenerator:
     worker = "invoice_generator"
 
-    def __init__(self, batch_size: int = BATCH_SIZE, claimers: int | None = None):
+    def __init__(self, batch_size: int = BATCH_SIZE, claimers: int | None = None, progress=None):
         self.batch_size = batch_size
         self.claimers = claimers
+        # Told (subscriptions done, subscriptions due) after each committed batch, e.g. to draw a
+        # progress bar; called under the run's result lock, so it must be quick.
+        self.progress = progress
+        self._due_count = 0
         # Set from a signal handler: the run finishes the batch in hand, then stops.
         self.stop_requested = False
         # Set when a claimer failed: the others stop after the batch in hand.
@@ -208,7 +212,10 @@ class InvoiceGenerator:
             due = due_subscriptions(now)
             if subscription_id is not None:
                 due = due.filter(id=subscription_id)
-            self.log.info(f"Found {due.count()} subscriptions due for processing")
+            self._due_count = due.count()
+            self.log.info(f"Found {self._due_count} subscriptions due for processing")
+            if self.progress is not None:
+                self.progress(0, self._due_count)
             with cycle_collection_paused():
                 self._claim_concurrently(self.claimers_for(subscription_id), now, subscription_id, result)
             if self.stop_requested:
@@ -368,6 +375,8 @@ class InvoiceGenerator:
                 result.skips.append((plan.subscription, "already billed"))
         result.failed += len(failures)
         result.processed = result.successful + result.failed + result.skipped
+        if self.progress is not None:
+            self.progress(result.processed, self._due_count)
 
     def _plan(self, subscriptions, now) -> tuple[list[SubscriptionPlan], list]:
         self._load_charges({s.plan_id for s in subscriptions})

@@ -15,7 +15,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from invoicing.benchmark import parse_charges, wants_progress_bar
+from billing_project.command_options import attached_to_terminal
+from invoicing.benchmark import parse_charges
 from invoicing.generator import BATCH_SIZE
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
@@ -183,10 +184,10 @@ def test_the_progress_bar_is_only_for_a_terminal(tmp_path):
     primary, secondary = pty.openpty()
     try:
         with open(secondary, "w", closefd=False) as terminal, open(tmp_path / "cron.log", "w") as log:
-            assert wants_progress_bar(terminal, terminal)
-            assert not wants_progress_bar(terminal, log)  # stderr into a log file
-            assert not wants_progress_bar(log, terminal)  # stdout into a log file
-            assert not wants_progress_bar(io.StringIO(), io.StringIO())
+            assert attached_to_terminal(terminal, terminal)
+            assert not attached_to_terminal(terminal, log)  # stderr into a log file
+            assert not attached_to_terminal(log, terminal)  # stdout into a log file
+            assert not attached_to_terminal(io.StringIO(), io.StringIO())
     finally:
         os.close(primary)
         os.close(secondary)

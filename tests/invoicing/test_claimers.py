@@ -98,7 +98,8 @@ class MeetingClaimers(InvoiceGenerator):
 @pytest.mark.django_db(transaction=True)
 def test_two_claimers_hold_different_batches_at_once_and_bill_to_the_cent(worker_lines):
     seven_customers_with_usage()
-    run = MeetingClaimers(batch_size=2)
+    progress = []
+    run = MeetingClaimers(batch_size=2, progress=lambda done, due: progress.append((done, due)))
     assert run.claimers_for() == 2
 
     result = run.process_due_subscriptions(BILL_AT)
@@ -109,6 +110,9 @@ def test_two_claimers_hold_different_batches_at_once_and_bill_to_the_cent(worker
     assert january_totals() == EXPECTED_JANUARY
     numbers = sorted(Invoice.objects.values_list("number", flat=True))
     assert numbers == [f"INV-2025-{n:04d}" for n in range(1, CUSTOMERS + 1)]
+    # The progress callback: the count first, then one call per committed batch, never backwards.
+    assert progress[0] == (0, CUSTOMERS) and progress[-1] == (CUSTOMERS, CUSTOMERS)
+    assert len(progress) == 1 + 4 and progress == sorted(progress)
     assert sorted(result.invoice_ids) == sorted(Invoice.objects.values_list("id", flat=True))
     assert set(Subscription.objects.values_list("current_period_start", flat=True)) == {FEB}
     # One line per invoice, whichever claimer wrote it, each after its own commit.

@@ -2,12 +2,16 @@
 bad input (spec section 5). A few run as real processes on a throw-away SQLite file; the rest
 through call_command."""
 
+import fcntl
 import os
+import pty
 import re
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 from datetime import UTC, datetime
 from decimal import Decimal
 from io import StringIO
@@ -439,3 +443,50 @@ def test_an_unreachable_database_is_one_line_on_stderr(tmp_path, command, what):
         "",
         f"CommandError: {what} could not use the database: unable to open database file\n",
     )
+
+
+def run_in_a_terminal(command, env) -> tuple[int, str]:
+    """Run `command` with stdin, stdout and stderr on a pseudo-terminal of 80 x 24, as a person
+    at a shell would; its exit code and everything it drew."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    child = subprocess.Popen(command, cwd=ROOT, env=env, stdin=secondary, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    return child.wait(timeout=120), drawn.decode("utf-8", errors="replace")
+
+
+def test_a_progress_bar_at_a_terminal_and_never_in_captured_output(cli, tmp_path):
+    assert cli("demo").returncode == 0
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "LOG_DIR": str(cli.log_dir)}
+
+    code, drawn = run_in_a_terminal([sys.executable, "manage.py", "generate_invoices"], env)
+
+    assert code == 0, drawn
+    assert "billing: 100%" in drawn and "6/6" in drawn
+    # Every log line is still there, whole: printed above the bar, not through it.
+    lines = [line.strip("\r") for line in drawn.splitlines()]
+    assert (
+        sum(
+            line.startswith("[INFO] worker.invoice_generator | run_id=") and "✅ Generated INV-" in line
+            for line in lines
+        )
+        == 6
+    )
+    assert any(line.endswith("🏁 Completed | processed=6 | successful=6 | failed=0") for line in lines)
+
+    # The same run as cron sees it (output captured, not a terminal): no bar at all.
+    assert cli("demo").returncode == 0  # already there: says so, changes nothing
+    rerun = cli("generate_invoices")
+    assert rerun.returncode == 0
+    assert "%|" not in rerun.stdout + rerun.stderr and "\r" not in rerun.stdout + rerun.stderr
+    assert rerun.stderr == ""

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from tqdm import tqdm
 
+from billing_project.command_options import attached_to_terminal
 from invoicing import benchmark
 from invoicing.generator import BATCH_SIZE
 
@@ -89,7 +90,7 @@ class Command(BaseCommand):
         database = options["database"] or (
             "billing_bench" if connection.vendor == "postgresql" else "bench.sqlite3"
         )
-        show_bar = benchmark.wants_progress_bar()
+        show_bar = attached_to_terminal()
 
         def progress(rows, total):
             return tqdm(

@@ -1,15 +1,42 @@
 import argparse
+import logging
+import sys
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from billing_project.command_options import add_now_argument, parse_now
+from billing_project.command_options import add_now_argument, attached_to_terminal, parse_now
 from invoicing import money
 from invoicing.generator import BATCH_SIZE, InvoiceGenerator
 from invoicing.models import WorkerRun
 from invoicing.workers import RunCounts, run_workers, stop_on_signals
 from subscriptions.models import Subscription
+
+
+@contextmanager
+def progress_bar(enabled: bool):
+    """Yields the run's `progress` callback: a bar on stderr, with the run's console lines
+    printed above it instead of through it; None (no bar, nothing redirected) when not enabled."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with (
+        tqdm(desc="billing", unit="subscription", file=sys.stderr, dynamic_ncols=True) as bar,
+        logging_redirect_tqdm(loggers=[logging.getLogger(f"worker.{InvoiceGenerator.worker}")]),
+    ):
+
+        def advance(done, total):
+            if bar.total != max(total, done):
+                bar.total = max(total, done)
+                bar.refresh()
+            bar.update(done - bar.n)
+
+        yield advance
 
 
 class Command(BaseCommand):
@@ -63,14 +90,17 @@ class Command(BaseCommand):
         if workers > 1:
             return self.handle_workers(workers, now, batch_size, claimers, subscription, dry_run)
 
-        generator = InvoiceGenerator(batch_size=batch_size, claimers=claimers)
+        # A bar for a person at a terminal; a child of --workers shares its parent's terminal.
+        show_progress = not (dry_run or report_file) and attached_to_terminal()
         try:
             if subscription is not None and not Subscription.objects.filter(id=subscription).exists():
                 raise CommandError(f"--subscription: no subscription has the id {subscription}")
-            with stop_on_signals(generator) as signals:
-                result = generator.process_due_subscriptions(
-                    now, subscription_id=subscription, dry_run=dry_run
-                )
+            with progress_bar(show_progress) as progress:
+                generator = InvoiceGenerator(batch_size=batch_size, claimers=claimers, progress=progress)
+                with stop_on_signals(generator) as signals:
+                    result = generator.process_due_subscriptions(
+                        now, subscription_id=subscription, dry_run=dry_run
+                    )
         except DatabaseError as exc:
             raise CommandError(f"the invoice run could not use the database: {one_line(exc)}") from exc
         if report_file:
