@@ -173,7 +173,8 @@ class InvoiceGenerator:
         # Subscriptions that failed in this run, whichever claimer met them: no claimer tries
         # them again (a failure is counted and logged once per run).
         self._failed_ids: set[int] = set()
-        # Each claimer's own log lines not yet written: see _committed_lines.
+        # Each claimer's own state: `lines`, the log lines of its committed batches not yet
+        # written (see _lines_written_meanwhile).
         self._claimer = threading.local()
         self._charges: dict[int, list[Charge]] = {}
         self._usage: dict[int, list[tuple[int, str, str]]] = {}  # see _load_charges
@@ -196,6 +197,7 @@ class InvoiceGenerator:
         self._charges, self._usage, self._rates = {}, {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
         self._abandoned, self._failed_ids = False, set()
+        self._claimer.lines = []  # this thread's; the run writes what is left of it at its end
         if dry_run:
             return self._dry_run(now, subscription_id, result)
 
@@ -252,7 +254,10 @@ class InvoiceGenerator:
         """This thread claims, and `claimers - 1` others beside it. If one fails, the others stop
         after their batch in hand (it commits whole or not at all) and the failure is raised:
         this thread's own first, else the first other claimer's."""
-        with ThreadPoolExecutor(max(claimers - 1, 1), thread_name_prefix="invoice-run-claimer") as pool:
+        if claimers == 1:
+            self._claim(now, subscription_id, result)
+            return
+        with ThreadPoolExecutor(claimers - 1, thread_name_prefix="invoice-run-claimer") as pool:
             others = [
                 pool.submit(self._claim_on_own_connection, now, subscription_id, result)
                 for _ in range(claimers - 1)
@@ -278,7 +283,7 @@ class InvoiceGenerator:
     def _claim(self, now, subscription_id, result) -> None:
         """Bill batch after batch until nothing is left, a stop is requested or another
         claimer failed; then write this claimer's last log lines."""
-        self._claimer.committed_lines = []
+        self._claimer.lines = []
         try:
             while not (self.stop_requested or self._abandoned) and self._bill_batch(
                 now, subscription_id, result
@@ -286,15 +291,6 @@ class InvoiceGenerator:
                 pass
         finally:
             self._write_committed_lines()
-
-    @property
-    def _committed_lines(self) -> list:
-        """Log lines of this claimer's committed batches not yet written."""
-        return self._claimer.__dict__.setdefault("committed_lines", [])
-
-    @_committed_lines.setter
-    def _committed_lines(self, lines) -> None:
-        self._claimer.committed_lines = lines
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -338,7 +334,7 @@ class InvoiceGenerator:
 
     def _account(self, failures, written, result) -> None:
         """Count a committed batch into the run's result and queue its log lines."""
-        line = self._committed_lines.append
+        line = self._claimer.lines.append
         for subscription, reason in failures:
             result.failures.append((subscription, reason))
             line(
@@ -443,7 +439,7 @@ class InvoiceGenerator:
         rows run at the commit): a line per invoice costs ~20 us, as much Python as pricing.
         The lines are the same, in the same order, through the same handlers, and still only
         after their own batch committed; the run writes whatever is left before its last lines."""
-        lines, self._committed_lines = self._committed_lines, []
+        lines, self._claimer.lines = self._claimer.lines, []
         if not lines:
             yield
             return
@@ -455,7 +451,7 @@ class InvoiceGenerator:
             writer.join()
 
     def _write_committed_lines(self) -> None:
-        lines, self._committed_lines = self._committed_lines, []
+        lines, self._claimer.lines = self._claimer.lines, []
         self._write_lines(lines)
 
     def _write_lines(self, lines) -> None:
