@@ -31,8 +31,9 @@ def progress_bar(enabled: bool):
     ):
 
         def advance(done, total):
-            if bar.total != max(total, done):
-                bar.total = max(total, done)
+            total = max(total, done)
+            if bar.total != total:
+                bar.total = total
                 bar.refresh()
             bar.update(done - bar.n)
 
