@@ -678,3 +678,14 @@ def due_periods(anchor, interval, start, end, cancel_at_period_end, now):
         periods = periods[:1]
         following = next_period(anchor, interval, periods[-1][1])
     return periods, following
+
+
+def transaction_broken() -> bool:
+    """After a savepoint failed: whether the transaction itself is gone (the connection was closed
+    or terminated, so the savepoint could not even be rolled back). Then nothing after it can
+    succeed and no subscription or draft is to blame: the run fails instead of retrying each one
+    and reporting every rolled-back one as failed (D16)."""
+    if connection.needs_rollback or connection.closed_in_transaction:
+        return True
+    raw = connection.connection
+    return raw is None or bool(getattr(raw, "closed", False))
