@@ -24,6 +24,7 @@ from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
 from invoicing import services as invoice_services
 from invoicing.documents import pdf_filename, render_invoice_pdf
+from invoicing.generator import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.manual_trigger import bill_subscription_now
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.selectors import upcoming_invoice, worker_health
@@ -248,8 +249,10 @@ class GenerateInvoice(SubscriptionAction):
         tags=["subscriptions"],
         summary="Bill a subscription now (the manual trigger)",
         description="Runs the invoice run for this subscription alone: the same service as the worker. "
-        "201 with the invoices it created (one per ended period), or 200 with an empty list and a "
-        "detail saying why nothing was billed. 422 when billing failed (the detail says why).",
+        "201 with the invoices it created (one per ended period, at most the "
+        f"{MAX_PERIODS_PER_SUBSCRIPTION} oldest: `more_due: true` and a detail when more have ended), "
+        "or 200 with an empty list and a detail saying why nothing was billed. 422 when billing failed "
+        "(the detail says why).",
         request=None,
         parameters=[IDEMPOTENCY],
         responses={
@@ -272,7 +275,12 @@ class GenerateInvoice(SubscriptionAction):
                 .filter(id__in=[i.id for i in result.invoices])
                 .order_by("period_start")
             )
-            body = {"invoices": s.InvoiceDetailSerializer(invoices, many=True).data}
+            body = {
+                "invoices": s.InvoiceDetailSerializer(invoices, many=True).data,
+                "more_due": result.more_due,
+            }
+            if result.more_due:
+                body["detail"] = result.detail
             return Response(body, status=status.HTTP_201_CREATED)
         return Response({"invoices": [], "detail": result.detail})
 

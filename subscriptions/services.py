@@ -3,11 +3,13 @@
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
+from dateutil.relativedelta import relativedelta
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django_countries import countries
 
 from invoicing.money import is_known_currency
@@ -15,6 +17,21 @@ from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, S
 from subscriptions.periods import first_period
 
 KEY_PREFIX = "sk_live_"
+
+# Backdated starts are a feature (migrations, replays), within bounds (spec section 2): the
+# invoice run bills a bounded number of periods per run, so the bound only keeps dates sensible.
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_START_AHEAD = relativedelta(years=1)
+
+
+def validate_start_at(start_at: datetime, now: datetime, field: str = "start_at") -> datetime:
+    """start_at from 2000-01-01T00:00:00Z to one year after `now`, both included."""
+    latest = now.astimezone(UTC) + LATEST_START_AHEAD
+    if not EARLIEST_START <= start_at <= latest:
+        raise ValidationError(
+            {field: f"must lie from 2000-01-01T00:00:00Z to one year ahead ({latest:%Y-%m-%dT%H:%M:%SZ})"}
+        )
+    return start_at
 
 
 def validate_country(code: str, field: str = "country") -> str:
@@ -94,11 +111,12 @@ def create_plan(
 
 
 def start_subscription(
-    *, customer: Customer, plan: Plan, external_id: str, start_at: datetime
+    *, customer: Customer, plan: Plan, external_id: str, start_at: datetime, now: datetime | None = None
 ) -> Subscription:
     """The first period is [start_at, start_at + one interval); start_at is the billing anchor."""
     if plan.organization_id != customer.organization_id:
         raise ValidationError({"plan": "the plan belongs to another organization"})
+    validate_start_at(start_at, now or timezone.now())
     start, end = first_period(start_at, plan.interval)
     subscription = Subscription(
         organization_id=customer.organization_id,

@@ -6,11 +6,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from invoicing import generator
+from invoicing.batch_writes import insert_invoices as original_insert
 from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, WorkerRun
+from subscriptions.models import Subscription
+from subscriptions.periods import boundary
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -87,3 +92,175 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
         assert (run.status, run.failed) == (WorkerRun.Status.SUCCEEDED, 1)
     assert run.successful == 0 and run.processed == 1  # the 25 were finalized by the first run
     assert set(Invoice.objects.exclude(id=bad.id).values_list("total", flat=True)) == {D("119.00")}
+
+
+# -- D3 / D5d: bounded start_at, bounded catch-up ----------------------------------------------
+
+NOW = utc(2026, 11, 29, 12)
+
+
+def client_for(organization):
+    from rest_framework.test import APIClient
+
+    from subscriptions.services import create_api_key
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_api_key(organization)[1]}")
+    return client
+
+
+@pytest.fixture
+def api_org(db):
+    org = OrganizationFactory(slug="org-a")
+    CustomerFactory(organization=org, external_id="c1", name="C1")
+    plan = PlanFactory(organization=org, code="daily", interval="day")
+    ChargeFactory(plan=plan, unit_price=D("1.00"))
+    monthly = PlanFactory(organization=org, code="monthly", interval="month")
+    ChargeFactory(plan=monthly, unit_price=D("100.00"))
+    return org
+
+
+@pytest.mark.parametrize(
+    "start_at, plan",
+    [
+        ("1999-12-31T23:59:59Z", "daily"),
+        ("0001-01-01T00:00:00Z", "daily"),
+        ("1900-01-01T00:00:00Z", "monthly"),
+        ("2027-11-29T12:00:01Z", "daily"),  # one year and a second ahead
+        ("9999-12-15T00:00:00Z", "monthly"),  # D5d: was a 500 (year 10000 in periods.boundary)
+        ("9999-12-31T23:59:59Z", "monthly"),
+    ],
+)
+def test_d3_start_at_outside_2000_to_a_year_ahead_is_a_400_naming_start_at(api_org, start_at, plan):
+    customer = api_org.customers.get()
+    with time_machine.travel(NOW, tick=False):
+        answer = client_for(api_org).post(
+            "/api/v1/subscriptions",
+            {"customer": customer.id, "plan": plan, "external_id": "s1", "start_at": start_at},
+            format="json",
+        )
+    assert answer.status_code == 400, answer.content
+    assert list(answer.json()) == ["start_at"]
+    assert answer.json()["start_at"] == [
+        "must lie from 2000-01-01T00:00:00Z to one year ahead (2027-11-29T12:00:00Z)"
+    ]
+    assert not Subscription.objects.exists()
+
+
+@pytest.mark.parametrize("start_at", ["2000-01-01T00:00:00Z", "2027-11-29T12:00:00Z"])
+def test_d3_the_bounds_themselves_are_accepted(api_org, start_at):
+    customer = api_org.customers.get()
+    with time_machine.travel(NOW, tick=False):
+        answer = client_for(api_org).post(
+            "/api/v1/subscriptions",
+            {"customer": customer.id, "plan": "daily", "external_id": "s1", "start_at": start_at},
+            format="json",
+        )
+    assert answer.status_code == 201, answer.content
+
+
+def test_d5d_periods_beyond_year_9999_are_an_overflow_error_not_a_value_error():
+    with pytest.raises(OverflowError):
+        boundary(utc(9999, 12, 15), "month", 1)
+    with pytest.raises(OverflowError):
+        boundary(utc(9999, 12, 31, 23, 59, 59), "day", 1)
+
+
+def far_behind(org, external_id="far", start=None):
+    """A daily subscription (1.00 a day) of a US customer (outside scope: no VAT in 2000)."""
+    return SubscriptionFactory(
+        customer=CustomerFactory(organization=org, external_id=f"cust-{external_id}", country="US"),
+        plan=org.plans.get(code="daily"),
+        external_id=external_id,
+        billing_anchor=start or utc(2000, 1, 1),
+    )
+
+
+@pytest.mark.django_db
+def test_d3_a_run_bills_at_most_the_cap_for_a_far_behind_subscription_and_the_others_fully(
+    api_org, worker_lines
+):
+    far = far_behind(api_org)
+    others = [
+        SubscriptionFactory(
+            customer=CustomerFactory(organization=api_org),
+            plan=api_org.plans.get(code="monthly"),
+            external_id=f"m{n}",
+            billing_anchor=utc(2026, 8, 1),
+        )
+        for n in range(3)
+    ]
+    result = InvoiceGenerator().process_due_subscriptions(NOW)
+    assert getattr(generator, "MAX_PERIODS_PER_SUBSCRIPTION", None) == 50
+    assert far.invoices.count() == 50
+    assert [o.invoices.count() for o in others] == [3, 3, 3]  # Aug, Sep, Oct
+    far.refresh_from_db()
+    assert (far.current_period_start, far.current_period_end) == (utc(2000, 2, 20), utc(2000, 2, 21))
+    assert [s.external_id for s in result.more_due] == ["far"]
+    assert (result.processed, result.successful, result.failed) == (4, 4, 0)
+    assert (
+        "⏳ More due far | billed 50 period(s), the most one run bills; more have ended: "
+        "the next run bills them" in " ".join(worker_lines)
+    )
+    # The next run takes the next 50, in order, nothing twice.
+    InvoiceGenerator().process_due_subscriptions(NOW)
+    starts = list(far.invoices.order_by("period_start").values_list("period_start", flat=True))
+    assert len(starts) == len(set(starts)) == 100
+    assert starts[0] == utc(2000, 1, 1) and starts[-1] == utc(2000, 4, 9)
+    assert [o.invoices.count() for o in others] == [3, 3, 3]
+
+
+@pytest.mark.django_db
+def test_d3_repeated_runs_catch_up(api_org):
+    sub = far_behind(api_org, start=utc(2026, 7, 1))  # 151 days behind at NOW
+    made = [InvoiceGenerator().process_due_subscriptions(NOW).invoices_created for _ in range(5)]
+    assert made == [50, 50, 50, 1, 0]
+    sub.refresh_from_db()
+    assert sub.current_period_start == utc(2026, 11, 29)
+    assert sub.invoices.count() == 151
+    assert sum(sub.invoices.values_list("total", flat=True)) == D("151.00")
+
+
+@pytest.mark.django_db
+def test_d3_a_batch_plans_a_bounded_number_of_lines_and_lets_the_rest_go_to_the_next(api_org, monkeypatch):
+    monkeypatch.setattr("invoicing.generator.MAX_LINES_PER_BATCH", 100)
+    subs = [far_behind(api_org, external_id=f"far{n}") for n in range(3)]
+    batches = []
+    monkeypatch.setattr(
+        "invoicing.generator.insert_invoices",
+        lambda rows, **kw: batches.append(len(rows)) or original_insert(rows, **kw),
+    )
+    result = InvoiceGenerator().process_due_subscriptions(NOW)
+    assert batches == [100, 50]  # 2 x 50 lines, then the third subscription in the next batch
+    assert [s.invoices.count() for s in subs] == [50, 50, 50]
+    assert (result.processed, result.successful) == (3, 3)
+
+
+@pytest.mark.django_db
+def test_d3_generate_invoice_bills_at_most_the_cap_and_says_more_are_due(api_org):
+    far = far_behind(api_org)
+    with time_machine.travel(NOW, tick=False):
+        answer = client_for(api_org).post(f"/api/v1/subscriptions/{far.id}/generate-invoice")
+    assert answer.status_code == 201
+    body = answer.json()
+    assert len(body["invoices"]) == 50
+    assert body["more_due"] is True
+    assert body["detail"] == (
+        "billed the 50 oldest ended periods, the most one request bills; more have ended: call again, "
+        "or the hourly invoice run bills them"
+    )
+    assert body["invoices"][0]["period_start"] == "2000-01-01T00:00:00Z"
+    with time_machine.travel(NOW, tick=False):
+        again = client_for(api_org).post(f"/api/v1/subscriptions/{far.id}/generate-invoice")
+    assert again.json()["invoices"][0]["period_start"] == "2000-02-20T00:00:00Z"
+    assert far.invoices.count() == 100
+
+
+@pytest.mark.django_db
+def test_d3_generate_invoice_when_caught_up_says_more_due_false(api_org):
+    sub = far_behind(api_org, start=utc(2026, 11, 27))
+    with time_machine.travel(NOW, tick=False):
+        answer = client_for(api_org).post(f"/api/v1/subscriptions/{sub.id}/generate-invoice")
+    assert answer.status_code == 201
+    assert (len(answer.json()["invoices"]), answer.json()["more_due"]) == (2, False)
+    assert "detail" not in answer.json()
