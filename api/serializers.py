@@ -238,7 +238,8 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
 class CancelSerializer(serializers.Serializer):
     at_period_end = serializers.BooleanField(
-        help_text="true: bill the current period, then cancel; false: cancel now, bill nothing more"
+        help_text="Ended periods are billed first. true: bill the current period at its end, then "
+        "cancel; false: cancel now, bill nothing more"
     )
 
 

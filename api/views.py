@@ -31,7 +31,13 @@ from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter, UsageEvent
 from metering.services import MAX_BATCH, create_meter, ingest_events
 from subscriptions.models import Charge, Customer, Plan, Subscription
-from subscriptions.services import cancel_subscription, create_customer, create_plan, start_subscription
+from subscriptions.services import (
+    CancelRefused,
+    cancel_subscription,
+    create_customer,
+    create_plan,
+    start_subscription,
+)
 
 E = s.ErrorSerializer
 UNAUTHORIZED = OpenApiResponse(E, description="No API key, or an unknown or revoked one")
@@ -217,8 +223,10 @@ class CancelSubscription(SubscriptionAction):
     @extend_schema(
         tags=["subscriptions"],
         summary="Cancel a subscription",
-        description="`at_period_end: true` bills the current period at its end, then cancels; "
-        "`false` cancels now and bills nothing more. A canceled subscription answers 409.",
+        description="Periods that already ended are billed first (as generate-invoice does). Then "
+        "`at_period_end: true` bills the current period at its end, then cancels; `false` cancels now "
+        "and bills nothing more. 409 for a canceled subscription, and when ended periods are still "
+        "unbilled (more than one request bills, billing failed): nothing is canceled then.",
         request=s.CancelSerializer,
         parameters=[IDEMPOTENCY],
         responses={
@@ -236,9 +244,12 @@ class CancelSubscription(SubscriptionAction):
         serializer.is_valid(raise_exception=True)
         if subscription.status == Subscription.Status.CANCELED:
             raise Conflict(f"subscription {subscription.external_id} is already canceled")
-        subscription = cancel_subscription(
-            subscription, at_period_end=serializer.validated_data["at_period_end"], now=timezone.now()
-        )
+        try:
+            subscription = cancel_subscription(
+                subscription, at_period_end=serializer.validated_data["at_period_end"], now=timezone.now()
+            )
+        except CancelRefused as exc:
+            raise Conflict(exc.message) from exc
         return Response(s.SubscriptionSerializer(subscription).data)
 
 

@@ -243,11 +243,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
         done, refused = [], []
         for subscription in subscriptions:
             try:
-                services.cancel_subscription(subscription, at_period_end=True, now=now)
+                # Bills the periods that already ended first (D10): the dates are the new ones.
+                canceling = services.cancel_subscription(subscription, at_period_end=True, now=now)
             except ValidationError as exc:
                 refused.append("; ".join(exc.messages))
                 continue
-            done.append(f"{subscription.external_id} (ends {subscription.current_period_end:%Y-%m-%d})")
+            done.append(f"{canceling.external_id} (ends {canceling.current_period_end:%Y-%m-%d})")
         if done:
             self.message_user(
                 request,

@@ -132,18 +132,48 @@ def start_subscription(
     return subscription
 
 
+class CancelRefused(ValidationError):
+    """A cancellation that would drop ended periods nobody billed (D10): they are billed first."""
+
+
 def cancel_subscription(subscription: Subscription, *, at_period_end: bool, now: datetime) -> Subscription:
-    """At period end: the run bills the current period, then cancels. Now: no further invoice."""
+    """Periods that ended before the cancellation are owed: a subscription behind (the run was down)
+    first has them billed, through the invoice run itself (at most MAX_PERIODS_PER_SUBSCRIPTION);
+    then at period end: the run bills the current period at its end, then cancels; now: no further
+    invoice. If ended periods are still unbilled after that (more than one request bills, billing
+    failed, another run holds the subscription), CancelRefused says so and nothing is canceled."""
+    billed = None
+    if subscription.status == Subscription.Status.ACTIVE and subscription.current_period_end <= now:
+        # Imported here: invoicing builds on subscriptions, not the other way round.
+        from invoicing.manual_trigger import bill_subscription_now
+
+        billed = bill_subscription_now(subscription, now)
     with transaction.atomic():
-        subscription = Subscription.objects.select_for_update().get(id=subscription.id)
+        # NO KEY UPDATE: status and dates change, no key does.
+        subscription = Subscription.objects.select_for_update(no_key=True).get(id=subscription.id)
         if subscription.status == Subscription.Status.CANCELED:
             raise ValidationError({"status": f"subscription {subscription.external_id} is already canceled"})
+        if subscription.current_period_end <= now:
+            raise CancelRefused(_why_still_behind(subscription, billed))
         if at_period_end:
             subscription.cancel_at_period_end = True
         else:
             subscription.status, subscription.canceled_at = Subscription.Status.CANCELED, now
         subscription.save(update_fields=["cancel_at_period_end", "status", "canceled_at"])
     return subscription
+
+
+def _why_still_behind(subscription: Subscription, billed) -> str:
+    name = f"subscription {subscription.external_id}"
+    ended = f"the period ending {subscription.current_period_end:%Y-%m-%dT%H:%M:%SZ} and any after it"
+    if billed is not None and billed.failed:
+        return f"{name} was not canceled: {ended} must be billed first, and {billed.detail}"
+    if billed is not None and billed.more_due:
+        return (
+            f"{name} was not canceled: {len(billed.invoices)} ended periods were billed now, but more "
+            f"have ended ({ended}); bill them first (generate-invoice until more_due is false), then cancel"
+        )
+    return f"{name} was not canceled: {ended} is being billed by another invoice run; retry shortly"
 
 
 def hash_key(key: str) -> str:

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from invoicing import generator
 from invoicing.batch_writes import insert_invoices as original_insert
 from invoicing.generator import InvoiceGenerator
-from invoicing.models import Invoice, WorkerRun
+from invoicing.models import Invoice, TaxRate, WorkerRun
 from subscriptions.models import Subscription
 from subscriptions.periods import boundary
 from tests.factories import (
@@ -264,3 +264,113 @@ def test_d3_generate_invoice_when_caught_up_says_more_due_false(api_org):
     assert answer.status_code == 201
     assert (len(answer.json()["invoices"]), answer.json()["more_due"]) == (2, False)
     assert "detail" not in answer.json()
+
+
+# -- D10: cancel while behind bills the ended periods first ------------------------------------
+
+NOV_15 = utc(2026, 11, 15, 12)
+
+
+@pytest.fixture
+def behind(db):
+    """Plan `plain` (100 + 1 per event), a US customer (no tax), from 2026-07-01, 10 events a
+    month July to October, nothing billed yet (the worker was down)."""
+    org = OrganizationFactory(slug="org-a")
+    customer = CustomerFactory(organization=org, external_id="cu", name="CU", country="US")
+    cnt = MeterFactory(organization=org, code="cnt", aggregation_type="COUNT")
+    plan = PlanFactory(organization=org, code="plain")
+    ChargeFactory(plan=plan, unit_price=D("100"), position=0)
+    ChargeFactory(plan=plan, charge_type="USAGE", meter=cnt, unit_price=D("1"), position=1)
+    sub = SubscriptionFactory(customer=customer, plan=plan, external_id="A", billing_anchor=utc(2026, 7, 1))
+    for month in (7, 8, 9, 10):
+        for n in range(10):
+            UsageEventFactory(
+                customer=customer, organization=org, code="cnt", timestamp=utc(2026, month, 15, n)
+            )
+    return sub
+
+
+def cancel(sub, at_period_end, now=NOV_15):
+    with time_machine.travel(now, tick=False):
+        return client_for(sub.organization).post(
+            f"/api/v1/subscriptions/{sub.id}/cancel", {"at_period_end": at_period_end}, format="json"
+        )
+
+
+def billed(sub):
+    return [
+        (f"{start:%m}", total)
+        for start, total in sub.invoices.order_by("period_start").values_list("period_start", "total")
+    ]
+
+
+def test_d10_cancel_now_while_behind_bills_every_ended_period_first(behind):
+    answer = cancel(behind, False)
+    assert answer.status_code == 200, answer.content
+    assert (answer.json()["status"], answer.json()["canceled_at"]) == ("CANCELED", "2026-11-15T12:00:00Z")
+    assert billed(behind) == [
+        ("07", D("110.00")),
+        ("08", D("110.00")),
+        ("09", D("110.00")),
+        ("10", D("110.00")),
+    ]
+    with time_machine.travel(NOV_15, tick=False):
+        then = client_for(behind.organization).post(f"/api/v1/subscriptions/{behind.id}/generate-invoice")
+    assert then.json() == {"invoices": [], "detail": "nothing due: subscription A is canceled"}
+    InvoiceGenerator().process_due_subscriptions(utc(2027, 1, 1))
+    assert len(billed(behind)) == 4  # November, begun but not ended, is not billed
+
+
+def test_d10_cancel_at_period_end_while_behind_bills_every_ended_period_and_then_the_current_one(behind):
+    answer = cancel(behind, True)
+    assert answer.status_code == 200, answer.content
+    assert (answer.json()["status"], answer.json()["cancel_at_period_end"]) == ("ACTIVE", True)
+    assert answer.json()["current_period_end"] == "2026-12-01T00:00:00Z"
+    assert billed(behind) == [
+        ("07", D("110.00")),
+        ("08", D("110.00")),
+        ("09", D("110.00")),
+        ("10", D("110.00")),
+    ]
+    InvoiceGenerator().process_due_subscriptions(utc(2027, 3, 1))  # the worker down again meanwhile
+    assert billed(behind)[4:] == [("11", D("100.00"))]
+    behind.refresh_from_db()
+    assert (behind.status, behind.canceled_at) == (Subscription.Status.CANCELED, utc(2026, 12, 1))
+    assert sum(total for _, total in billed(behind)) == D("540.00")
+
+
+def test_d10_cancel_refuses_while_more_periods_have_ended_than_one_request_bills(behind):
+    daily = PlanFactory(organization=behind.organization, code="daily", interval="day")
+    ChargeFactory(plan=daily, unit_price=D("1.00"))
+    sub = SubscriptionFactory(
+        customer=behind.customer, plan=daily, external_id="D", billing_anchor=utc(2026, 7, 1)
+    )
+    answer = cancel(sub, False)
+    assert answer.status_code == 409
+    assert answer.json() == {
+        "detail": "subscription D was not canceled: 50 ended periods were billed now, but more have ended "
+        "(the period ending 2026-08-21T00:00:00Z and any after it); bill them first (generate-invoice "
+        "until more_due is false), then cancel"
+    }
+    sub.refresh_from_db()
+    assert (sub.status, sub.cancel_at_period_end, sub.invoices.count()) == ("ACTIVE", False, 50)
+    for _ in range(2):
+        with time_machine.travel(NOV_15, tick=False):
+            client_for(sub.organization).post(f"/api/v1/subscriptions/{sub.id}/generate-invoice")
+    assert cancel(sub, False).status_code == 200
+    assert sub.invoices.count() == 137  # 2026-07-01 .. 2026-11-14, every ended day
+
+
+def test_d10_cancel_refuses_when_billing_the_ended_periods_fails(behind):
+    behind.customer.country = "DE"
+    behind.customer.save()
+    TaxRate.objects.filter(country="DE").delete()
+    answer = cancel(behind, True)
+    assert answer.status_code == 409
+    assert answer.json() == {
+        "detail": "subscription A was not canceled: the period ending 2026-08-01T00:00:00Z and any after it "
+        "must be billed first, and billing failed: MissingTaxRate: no tax rate configured "
+        "for DE on 2026-07-31"
+    }
+    behind.refresh_from_db()
+    assert (behind.status, behind.cancel_at_period_end) == ("ACTIVE", False)
