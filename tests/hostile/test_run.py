@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from invoicing import generator
 from invoicing.batch_writes import insert_invoices as original_insert
@@ -374,3 +375,36 @@ def test_d10_cancel_refuses_when_billing_the_ended_periods_fails(behind):
     }
     behind.refresh_from_db()
     assert (behind.status, behind.cancel_at_period_end) == ("ACTIVE", False)
+
+
+# -- D13: a customer without a country fails its subscription -----------------------------------
+
+
+@pytest.mark.django_db
+def test_d13_a_customer_with_no_country_fails_its_subscription_instead_of_0_percent(worker_lines):
+    org = OrganizationFactory()
+    plan = PlanFactory(organization=org, code="plain")
+    ChargeFactory(plan=plan, unit_price=D("100.00"))
+    lost = SubscriptionFactory(
+        customer=CustomerFactory(organization=org, external_id="nocountry", name="Nowhere"),
+        plan=plan,
+        external_id="s-lost",
+        billing_anchor=OCT_1,
+    )
+    fine = SubscriptionFactory(customer=CustomerFactory(organization=org), plan=plan, billing_anchor=OCT_1)
+    with connection.cursor() as cursor:  # as the review did: past the API's and the admin's checks
+        cursor.execute("UPDATE subscriptions_customer SET country = '' WHERE external_id = 'nocountry'")
+    with pytest.raises(CommandError, match=r"^1 subscription\(s\) failed; the log lines above say why$"):
+        call_command("generate_invoices", "--now", (NOV_1 + timedelta(hours=1)).isoformat())
+    assert not lost.invoices.exists()
+    assert [i.total for i in fine.invoices.all()] == [D("119.00")]
+    assert (
+        "❌ Failed s-lost | customer=Nowhere | error=MissingCountry: customer nocountry has no country"
+        in " ".join(worker_lines)
+    )
+    with time_machine.travel(NOV_1 + timedelta(hours=2), tick=False):
+        preview = client_for(org).get(f"/api/v1/subscriptions/{lost.id}/upcoming-invoice")
+    assert (preview.status_code, preview.json()) == (
+        409,
+        {"detail": "tax: customer nocountry has no country"},
+    )
