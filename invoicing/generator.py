@@ -40,6 +40,7 @@ from invoicing.batch_writes import advance_subscriptions, insert_invoices, inser
 from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers
 from invoicing.pricing import InvoiceDraft, last_day, price_period
+from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
 from invoicing.worker_log import new_run_id, run_logger
@@ -211,7 +212,7 @@ class InvoiceGenerator:
         # In UTC, so the invoice number's year is the UTC calendar year of issued_at whatever the
         # caller's time zone (New Year's Eve 22:30 UTC is already 2026 in Athens).
         now = (now or timezone.now()).astimezone(UTC)
-        result = RunResult(run_id=new_run_id())
+        result = RunResult(run_id=new_run_id())  # a dry run's; a real run's comes with its row
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._usage, self._rates = {}, {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
@@ -221,13 +222,11 @@ class InvoiceGenerator:
         if dry_run:
             return self._dry_run(now, subscription_id, result)
 
-        run = WorkerRun.objects.create(
-            worker=self.worker,
-            run_id=result.run_id,
-            scope="subscription" if subscription_id else "all",
-            billed_at=now,
-            started_at=timezone.now(),
-        )
+        close_abandoned_runs()
+        run = start_run(self.worker, billed_at=now, scope="subscription" if subscription_id else "all")
+        result.run_id = run.run_id
+        self.log = run_logger(self.worker, run.run_id)
+        self._heartbeat = Heartbeat(run)
         self.log.info("🚀 Invoice generation started")
         error = ""
         try:
@@ -308,7 +307,7 @@ class InvoiceGenerator:
             while not (self.stop_requested or self._abandoned) and self._bill_batch(
                 now, subscription_id, result
             ):
-                pass
+                self._heartbeat.beat()
         finally:
             self._write_committed_lines()
 
@@ -506,18 +505,23 @@ class InvoiceGenerator:
             self.log.log(level, message)
 
     def _write(self, plans, now):
-        """Write the batch in one savepoint; if it fails, one savepoint per subscription."""
+        """Write the batch in one savepoint; if it fails, one savepoint per subscription. If the
+        connection or the transaction itself is gone, no subscription is to blame: the batch
+        is rolled back whole and the run fails (D16)."""
         try:
             with transaction.atomic():
                 return list(zip(plans, self._insert(plans, now), strict=True)), []
         except DatabaseError:
-            pass
+            if transaction_broken():
+                raise
         written, failures = [], []
         for plan in plans:
             try:
                 with transaction.atomic():
                     written.append((plan, self._insert([plan], now)[0]))
             except DatabaseError as exc:
+                if transaction_broken():
+                    raise
                 failures.append((plan.subscription, one_line_reason(exc)))
         return written, failures
 

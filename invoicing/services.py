@@ -16,8 +16,9 @@ from invoicing import money
 from invoicing.generator import one_line_reason, transaction_broken
 from invoicing.models import MONEY, Invoice, InvoiceLineItem, WorkerRun
 from invoicing.pricing import totals
+from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import drafts_due_for_finalization
-from invoicing.worker_log import new_run_id, run_logger
+from invoicing.worker_log import run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
 
 
@@ -210,11 +211,11 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
     """Finalize every draft whose scheduled_finalize_at has passed, in skip-locked batches. A draft
     that cannot be finalized is logged and counted, stays a DRAFT and is left alone for the rest of
     the run; the next run tries it again."""
-    result = FinalizeResult(run_id=new_run_id())
+    close_abandoned_runs()
+    run = start_run("invoice_finalizer", billed_at=now)
+    result = FinalizeResult(run_id=run.run_id)
     log = run_logger("invoice_finalizer", result.run_id)
-    run = WorkerRun.objects.create(
-        worker="invoice_finalizer", run_id=result.run_id, billed_at=now, started_at=timezone.now()
-    )
+    heartbeat = Heartbeat(run)
     log.info("🚀 Invoice finalization started")
     status, error = WorkerRun.Status.FAILED, ""
     failed_ids: set[int] = set()
@@ -255,6 +256,7 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
                 )
             result.finalized += invoices
             result.refreshed += changed
+            heartbeat.beat()
         status = WorkerRun.Status.SUCCEEDED
     except Exception as exc:
         error = one_line_reason(exc)

@@ -2,19 +2,27 @@
 D10, D13, D15, D16, D19. Each test reproduces the finding the way the review did (a command
 through call_command, the API through the test client), then asserts the fixed behaviour."""
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+from unittest import mock
 
 import pytest
 import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from invoicing import generator
 from invoicing.batch_writes import insert_invoices as original_insert
 from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, TaxRate, WorkerRun
+from invoicing.run_lease import Heartbeat
 from subscriptions.models import Subscription
 from subscriptions.periods import boundary
 from tests.factories import (
@@ -28,6 +36,7 @@ from tests.factories import (
 )
 
 D = Decimal
+ROOT = Path(__file__).resolve().parents[2]
 OCT_1 = datetime(2026, 10, 1, tzinfo=UTC)
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -408,3 +417,144 @@ def test_d13_a_customer_with_no_country_fails_its_subscription_instead_of_0_perc
         409,
         {"detail": "tax: customer nocountry has no country"},
     )
+
+
+# -- D16: fault reporting ------------------------------------------------------------------------
+
+
+def monthly_subscriptions(count, org=None):
+    org = org or OrganizationFactory()
+    plan = PlanFactory(organization=org, code="plain")
+    ChargeFactory(plan=plan, unit_price=D("100.00"))
+    return [
+        SubscriptionFactory(
+            customer=CustomerFactory(organization=org), plan=plan, external_id=f"rs-{n}", billing_anchor=OCT_1
+        )
+        for n in range(count)
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_d16_a_terminated_connection_fails_the_run_instead_of_each_subscription(monkeypatch, worker_lines):
+    subs = monthly_subscriptions(10)
+    killed = []
+
+    def terminated_mid_batch(rows, **kwargs):
+        if not killed:
+            killed.append(True)
+            with connection.cursor() as cursor:  # as pg_terminate_backend from another session
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return original_insert(rows, **kwargs)
+
+    monkeypatch.setattr("invoicing.generator.insert_invoices", terminated_mid_batch)
+    at = (NOV_1 + timedelta(hours=1)).isoformat()
+    with pytest.raises(CommandError, match=r"^the invoice run could not use the database: "):
+        call_command("generate_invoices", "--now", at, "--claimers", "1")
+    assert not [line for line in worker_lines if "❌" in line]
+    assert any("💥 Run failed | error=" in line for line in worker_lines)
+    run = WorkerRun.objects.get()
+    assert (run.status, run.processed, run.failed, run.invoices_created) == (WorkerRun.Status.FAILED, 0, 0, 0)
+    assert run.finished_at is not None
+    assert not Invoice.objects.exists()
+    # Nothing was lost: the next run bills them all.
+    call_command("generate_invoices", "--now", at)
+    assert Invoice.objects.count() == 10 and {s.invoices.count() for s in subs} == {1}
+
+
+@pytest.mark.django_db
+def test_d16_a_killed_runs_row_is_closed_as_abandoned_by_worker_health_and_the_next_run():
+    wall = timezone.now()
+
+    def running(run_id, heartbeat_ago, worker="invoice_generator"):
+        beat = wall - heartbeat_ago
+        return WorkerRun.objects.create(
+            worker=worker,
+            run_id=run_id,
+            billed_at=beat,
+            started_at=beat - timedelta(minutes=1),
+            heartbeat_at=beat,
+        )
+
+    killed = running("dead0001", timedelta(hours=3))
+    alive = running("a11ve001", timedelta(minutes=5))
+    with pytest.raises(SystemExit):
+        call_command("worker_health", stdout=StringIO())
+    killed.refresh_from_db()
+    assert (killed.status, killed.finished_at) == (WorkerRun.Status.ABANDONED, killed.heartbeat_at)
+    assert killed.error == (
+        "abandoned: no heartbeat for 15 minutes (the process was killed or lost its database); "
+        "finished_at is its last heartbeat"
+    )
+    alive.refresh_from_db()
+    assert alive.status == WorkerRun.Status.RUNNING
+    finalizer = running("dead0002", timedelta(minutes=16), worker="invoice_finalizer")
+    call_command("generate_invoices")
+    finalizer.refresh_from_db()
+    assert finalizer.status == WorkerRun.Status.ABANDONED
+    # The database backs it: RUNNING or a finish date, and a known status.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        WorkerRun.objects.filter(id=finalizer.id).update(status="ZOMBIE")
+
+
+@pytest.mark.django_db
+def test_d16_a_run_renews_its_heartbeat_after_a_batch_at_most_once_a_minute():
+    monthly_subscriptions(3)
+    with time_machine.travel(NOV_1 + timedelta(hours=1), tick=False) as clock:
+        generator_ = InvoiceGenerator(batch_size=1)
+        beats = []
+        original = Heartbeat.beat
+
+        def beat(self):
+            clock.shift(timedelta(seconds=40))
+            original(self)
+            beats.append(WorkerRun.objects.get().heartbeat_at)
+
+        with mock.patch.object(Heartbeat, "beat", beat):
+            generator_.process_due_subscriptions()
+    started = WorkerRun.objects.get().started_at
+    assert [b - started for b in beats] == [timedelta(0), timedelta(seconds=80), timedelta(seconds=80)]
+
+
+def test_d16_demo_on_a_dead_database_is_one_line_and_a_non_zero_exit(tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/db.sqlite3",
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1,
+        "",
+        "CommandError: demo could not use the database: unable to open database file\n",
+    )
+
+
+# -- D19: run_id collisions ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_d19_a_run_id_that_is_taken_is_drawn_again():
+    monthly_subscriptions(2)
+    WorkerRun.objects.create(
+        worker="invoice_generator",
+        run_id="deadbeef",
+        billed_at=NOV_1,
+        started_at=NOV_1,
+        finished_at=NOV_1,
+        status=WorkerRun.Status.SUCCEEDED,
+    )
+    draws = iter(["deadbeef", "deadbeef", "cafef00d", "0badf00d"])
+    with mock.patch("invoicing.worker_log.secrets.token_hex", lambda n: next(draws)):
+        call_command("generate_invoices", "--now", (NOV_1 + timedelta(hours=1)).isoformat())
+        finalized = call_command("finalize_invoices", "--now", (NOV_1 + timedelta(hours=3)).isoformat())
+    assert finalized is None
+    runs = WorkerRun.objects.order_by("id")
+    assert [(r.run_id, r.worker, r.status) for r in runs] == [
+        ("deadbeef", "invoice_generator", "SUCCEEDED"),
+        ("cafef00d", "invoice_generator", "SUCCEEDED"),
+        ("0badf00d", "invoice_finalizer", "SUCCEEDED"),
+    ]
+    assert Invoice.objects.filter(status=Invoice.Status.FINALIZED).count() == 2
