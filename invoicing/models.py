@@ -290,6 +290,8 @@ class WorkerRun(models.Model):
         SUCCEEDED = "SUCCEEDED"
         FAILED = "FAILED"
         INTERRUPTED = "INTERRUPTED"
+        # Its process died without recording an end (invoicing.run_lease closes such rows).
+        ABANDONED = "ABANDONED"
 
     worker = models.CharField(max_length=50)
     run_id = models.CharField(max_length=8, unique=True)
@@ -299,6 +301,9 @@ class WorkerRun(models.Model):
     billed_at = models.DateTimeField(help_text="The moment the run billed as (--now replays it)")
     started_at = models.DateTimeField(help_text="Wall-clock time")
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Wall-clock time the run last showed signs of life"
+    )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
     processed = models.PositiveIntegerField(default=0)
     successful = models.PositiveIntegerField(default=0)
@@ -317,6 +322,10 @@ class WorkerRun(models.Model):
             models.CheckConstraint(
                 condition=Q(status="RUNNING") | Q(finished_at__isnull=False),
                 name="worker_run_finished_has_date",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED", "ABANDONED"]),
+                name="worker_run_status_known",
             ),
         ]
         indexes = [models.Index(fields=["worker", "status", "-finished_at"], name="worker_run_health_idx")]

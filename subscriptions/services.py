@@ -3,11 +3,13 @@
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
+from dateutil.relativedelta import relativedelta
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django_countries import countries
 
 from invoicing.money import is_known_currency
@@ -15,6 +17,21 @@ from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, S
 from subscriptions.periods import first_period
 
 KEY_PREFIX = "sk_live_"
+
+# Backdated starts are a feature (migrations, replays), within bounds (spec section 2): the
+# invoice run bills a bounded number of periods per run, so the bound only keeps dates sensible.
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_START_AHEAD = relativedelta(years=1)
+
+
+def validate_start_at(start_at: datetime, now: datetime, field: str = "start_at") -> datetime:
+    """start_at from 2000-01-01T00:00:00Z to one year after `now`, both included."""
+    latest = now.astimezone(UTC) + LATEST_START_AHEAD
+    if not EARLIEST_START <= start_at <= latest:
+        raise ValidationError(
+            {field: f"must lie from 2000-01-01T00:00:00Z to one year ahead ({latest:%Y-%m-%dT%H:%M:%SZ})"}
+        )
+    return start_at
 
 
 def validate_country(code: str, field: str = "country") -> str:
@@ -94,11 +111,12 @@ def create_plan(
 
 
 def start_subscription(
-    *, customer: Customer, plan: Plan, external_id: str, start_at: datetime
+    *, customer: Customer, plan: Plan, external_id: str, start_at: datetime, now: datetime | None = None
 ) -> Subscription:
     """The first period is [start_at, start_at + one interval); start_at is the billing anchor."""
     if plan.organization_id != customer.organization_id:
         raise ValidationError({"plan": "the plan belongs to another organization"})
+    validate_start_at(start_at, now or timezone.now())
     start, end = first_period(start_at, plan.interval)
     subscription = Subscription(
         organization_id=customer.organization_id,
@@ -114,18 +132,48 @@ def start_subscription(
     return subscription
 
 
+class CancelRefused(ValidationError):
+    """A cancellation that would drop ended periods nobody billed (D10): they are billed first."""
+
+
 def cancel_subscription(subscription: Subscription, *, at_period_end: bool, now: datetime) -> Subscription:
-    """At period end: the run bills the current period, then cancels. Now: no further invoice."""
+    """Periods that ended before the cancellation are owed: a subscription behind (the run was down)
+    first has them billed, through the invoice run itself (at most MAX_PERIODS_PER_SUBSCRIPTION);
+    then at period end: the run bills the current period at its end, then cancels; now: no further
+    invoice. If ended periods are still unbilled after that (more than one request bills, billing
+    failed, another run holds the subscription), CancelRefused says so and nothing is canceled."""
+    billed = None
+    if subscription.status == Subscription.Status.ACTIVE and subscription.current_period_end <= now:
+        # Imported here: invoicing builds on subscriptions, not the other way round.
+        from invoicing.manual_trigger import bill_subscription_now
+
+        billed = bill_subscription_now(subscription, now)
     with transaction.atomic():
-        subscription = Subscription.objects.select_for_update().get(id=subscription.id)
+        # NO KEY UPDATE: status and dates change, no key does.
+        subscription = Subscription.objects.select_for_update(no_key=True).get(id=subscription.id)
         if subscription.status == Subscription.Status.CANCELED:
             raise ValidationError({"status": f"subscription {subscription.external_id} is already canceled"})
+        if subscription.current_period_end <= now:
+            raise CancelRefused(_why_still_behind(subscription, billed))
         if at_period_end:
             subscription.cancel_at_period_end = True
         else:
             subscription.status, subscription.canceled_at = Subscription.Status.CANCELED, now
         subscription.save(update_fields=["cancel_at_period_end", "status", "canceled_at"])
     return subscription
+
+
+def _why_still_behind(subscription: Subscription, billed) -> str:
+    name = f"subscription {subscription.external_id}"
+    ended = f"the period ending {subscription.current_period_end:%Y-%m-%dT%H:%M:%SZ} and any after it"
+    if billed is not None and billed.failed:
+        return f"{name} was not canceled: {ended} must be billed first, and {billed.detail}"
+    if billed is not None and billed.more_due:
+        return (
+            f"{name} was not canceled: {len(billed.invoices)} ended periods were billed now, but more "
+            f"have ended ({ended}); bill them first (generate-invoice until more_due is false), then cancel"
+        )
+    return f"{name} was not canceled: {ended} is being billed by another invoice run; retry shortly"
 
 
 def hash_key(key: str) -> str:

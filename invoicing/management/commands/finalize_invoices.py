@@ -6,6 +6,9 @@ from billing_project.command_options import add_now_argument, parse_now
 from invoicing.management.commands.generate_invoices import one_line
 from invoicing.services import finalize_due_invoices
 
+# How many failed drafts the command's error line names; the log has every one.
+NAMED = 10
+
 
 class Command(BaseCommand):
     help = "Refreshes and finalizes every draft whose scheduled_finalize_at has passed."
@@ -16,6 +19,13 @@ class Command(BaseCommand):
     def handle(self, *args, now=None, **options):
         now = parse_now(now) or timezone.now()
         try:
-            finalize_due_invoices(now)
+            result = finalize_due_invoices(now)
         except DatabaseError as exc:
             raise CommandError(f"finalization could not use the database: {one_line(exc)}") from exc
+        if result.failures:
+            numbers = [invoice.number for invoice, _ in result.failures]
+            more = f" and {len(numbers) - NAMED} more" if len(numbers) > NAMED else ""
+            raise CommandError(
+                f"{len(numbers)} draft(s) could not be finalized: {', '.join(numbers[:NAMED])}{more}; "
+                "the log lines say why"
+            )
