@@ -1,5 +1,6 @@
 from functools import cache
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Length
@@ -89,6 +90,14 @@ class Customer(Address):
 
 
 class Plan(models.Model):
+    """A price list. Once a subscription uses it, its organization, currency and interval are what
+    that subscription was sold and is billed in: they never change (a change goes through a new
+    plan). `save` and `clean` refuse it here; on PostgreSQL a trigger refuses it for every client
+    (subscriptions 0005). Name and charges stay editable: a new price applies from the next
+    invoice on (drafts keep the unit price they were written with)."""
+
+    LOCKED_WHEN_IN_USE = ("organization", "currency", "interval")
+
     class Interval(models.TextChoices):
         DAY = "day"
         WEEK = "week"
@@ -117,6 +126,36 @@ class Plan(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.code})"
+
+    def save(self, *args, **kwargs):
+        self.clean()
+        super().save(*args, **kwargs)
+
+    def locked_changes(self) -> list[str]:
+        """The LOCKED_WHEN_IN_USE fields this instance would change while the plan has
+        subscriptions (two queries; plans are saved rarely)."""
+        if self._state.adding or self.pk is None:
+            return []
+        columns = [self._meta.get_field(name).attname for name in self.LOCKED_WHEN_IN_USE]
+        stored = Plan.objects.filter(pk=self.pk).values(*columns).first()
+        if stored is None:
+            return []
+        changed = [
+            name
+            for name, column in zip(self.LOCKED_WHEN_IN_USE, columns, strict=True)
+            if getattr(self, column) != stored[column]
+        ]
+        if changed and self.subscriptions.exists():
+            return changed
+        return []
+
+    def clean(self):
+        changed = self.locked_changes()
+        if changed:
+            raise ValidationError(
+                f"{self.code} has subscriptions: its {', '.join(changed)} cannot change; "
+                f"create a new plan instead"
+            )
 
 
 class Charge(models.Model):
