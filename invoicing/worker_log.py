@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import secrets
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
@@ -19,7 +20,46 @@ class RunIdDefault(logging.Filter):
         return True
 
 
-class UTCISOFormatter(logging.Formatter):
+# What could end a line or rewrite the terminal in a reader: C0 (newline, carriage return, ESC...),
+# DEL, C1 (NEL, CSI...), the Unicode line and paragraph separators, the bidi embeddings, overrides
+# and isolates (text shown in another order than written). str.splitlines alone splits on eight.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_control_characters(text: str) -> str:
+    """`text` on one line, its control characters written as Python escapes (\\n, \\x1b,
+    \\u2028). Backslashes are left as they are: the aim is that no value can start a line of
+    its own or move the cursor, not a reversible encoding."""
+    return CONTROL_CHARACTERS.sub(_escaped, text)
+
+
+class WorkerLineFormatter(logging.Formatter):
+    """One record, one line: the message (customer names, external ids, error messages...) is
+    escaped, so no value can forge a line of its own (D14). A traceback keeps its lines, each
+    indented, so none can pass for a record; its control characters are escaped too."""
+
+    def formatMessage(self, record):  # noqa: N802 (logging's API)
+        record.message = escape_control_characters(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei):  # noqa: N802 (logging's API)
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info):  # noqa: N802 (logging's API)
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + escape_control_characters(line) for line in text.split("\n"))
+
+
+class UTCISOFormatter(WorkerLineFormatter):
     def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's API)
         return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
 
@@ -41,12 +81,14 @@ def log_files(worker: str) -> list[Path]:
 
 
 def run_log_lines(worker: str, run_id: str, limit: int = 2000) -> list[str]:
-    """The lines one run wrote, in order (at most the last `limit`)."""
-    marker = f"| run_id={run_id} |"
+    """The lines one run wrote, in order (at most the last `limit`). The run id is matched where
+    the line's own prefix puts it (`<time> [LEVEL] worker.x | run_id=... |`), never inside a
+    message."""
+    own = re.compile(rf"\S+ \[[A-Z]+\] worker\.\w+ \| run_id={re.escape(run_id)} \|")
     lines: list[str] = []
     for path in log_files(worker):
         with path.open(encoding="utf-8", errors="replace") as handle:
-            lines += [line.rstrip("\n") for line in handle if marker in line]
+            lines += [line.rstrip("\n") for line in handle if own.match(line)]
     return lines[-limit:]
 
 
