@@ -10,6 +10,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from billing_project.control_characters import escape_control_characters
+
 
 class RunIdDefault(logging.Filter):
     """Lines logged outside a run still format, with run_id=-."""
@@ -18,25 +20,6 @@ class RunIdDefault(logging.Filter):
         if not hasattr(record, "run_id"):
             record.run_id = "-"
         return True
-
-
-# What could end a line or rewrite the terminal in a reader: C0 (newline, carriage return, ESC...),
-# DEL, C1 (NEL, CSI...), the Unicode line and paragraph separators, the bidi embeddings, overrides
-# and isolates (text shown in another order than written). str.splitlines alone splits on eight.
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(match: re.Match) -> str:
-    char = match.group()
-    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
-
-
-def escape_control_characters(text: str) -> str:
-    """`text` on one line, its control characters written as Python escapes (\\n, \\x1b,
-    \\u2028). Backslashes are left as they are: the aim is that no value can start a line of
-    its own or move the cursor, not a reversible encoding."""
-    return CONTROL_CHARACTERS.sub(_escaped, text)
 
 
 class WorkerLineFormatter(logging.Formatter):

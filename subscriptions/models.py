@@ -9,6 +9,8 @@ from django.utils import translation
 from django_countries import countries
 from django_countries.fields import CountryField
 
+from billing_project.control_characters import refuse_control_characters
+
 
 @cache
 def country_name(code: str) -> str:
@@ -52,9 +54,9 @@ def currency_is_three_letters(field: str) -> models.CheckConstraint:
 
 
 class Organization(Address):
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[refuse_control_characters])
     slug = models.SlugField(max_length=100, unique=True)
-    tax_id = models.CharField(max_length=50, blank=True)
+    tax_id = models.CharField(max_length=50, blank=True, validators=[refuse_control_characters])
     default_currency = models.CharField(max_length=3, default="EUR")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -71,10 +73,15 @@ class Customer(Address):
     organization = models.ForeignKey(
         Organization, on_delete=models.PROTECT, related_name="customers", db_index=False
     )
-    external_id = models.CharField(max_length=200)
-    name = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=200, validators=[refuse_control_characters])
+    name = models.CharField(max_length=200, validators=[refuse_control_characters])
     email = models.EmailField(blank=True)
-    tax_id = models.CharField(max_length=50, blank=True, help_text="VAT number, with its country prefix")
+    tax_id = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="VAT number, with its country prefix",
+        validators=[refuse_control_characters],
+    )
     tax_exempt = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -108,8 +115,8 @@ class Plan(models.Model):
     organization = models.ForeignKey(  # indexed by the unique (organization, code)
         Organization, on_delete=models.PROTECT, related_name="plans", db_index=False
     )
-    code = models.CharField(max_length=100)
-    name = models.CharField(max_length=200)
+    code = models.CharField(max_length=100, validators=[refuse_control_characters])
+    name = models.CharField(max_length=200, validators=[refuse_control_characters])
     interval = models.CharField(max_length=10, choices=Interval.choices)
     currency = models.CharField(max_length=3)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -173,7 +180,7 @@ class Charge(models.Model):
         "metering.Meter", on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
     )
     unit_price = models.DecimalField(max_digits=24, decimal_places=10)
-    description = models.CharField(max_length=200, blank=True)
+    description = models.CharField(max_length=200, blank=True, validators=[refuse_control_characters])
     pricing_model = models.CharField(
         max_length=20, choices=PricingModel.choices, default=PricingModel.PER_UNIT
     )
@@ -205,7 +212,7 @@ class Subscription(models.Model):
     )
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
-    external_id = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=200, validators=[refuse_control_characters])
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     billing_anchor = models.DateTimeField()
     current_period_start = models.DateTimeField()

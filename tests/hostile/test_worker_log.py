@@ -113,3 +113,61 @@ def test_lines_outside_a_run_still_format():
     for f in handler.filters:
         f.filter(record)
     assert handler.format(record) == "[INFO] worker.invoice_generator | run_id=- | a\\nb"
+
+
+# -- the other half: names, codes and external ids refuse control characters at the door -----------
+
+BAD = ["Mallory\n[INFO] forged", "a\rb", "ansi\x1b[31m", "n\x85el", "s\u2028ep", "bi\u202edi", "tab\tx"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bad", BAD)
+def test_the_api_refuses_control_characters_in_names_codes_and_external_ids(bad):
+    from tests.api.conftest import client_for
+    from tests.factories import OrganizationFactory
+
+    org = OrganizationFactory(slug="doors")
+    api = client_for(org)
+    address = {"country": "DE"}
+    for field in ("name", "external_id", "tax_id"):
+        body = {"external_id": "c1", "name": "C1", "address": address, field: bad}
+        response = api.post("/api/v1/customers", body, format="json")
+        assert response.status_code == 400, (field, response.content)
+        assert "control characters" in str(response.json()[field])
+    meter = {"code": "calls", "name": "Calls", "aggregation_type": "COUNT"}
+    for field in ("code", "name"):
+        response = api.post("/api/v1/meters", {**meter, field: bad}, format="json")
+        assert response.status_code == 400 and "control characters" in str(response.json()[field])
+    plan = {"code": "p", "name": "P", "interval": "month", "currency": "EUR"}
+    charge = {"charge_type": "FIXED", "unit_price": "1"}
+    for field in ("code", "name"):
+        response = api.post("/api/v1/plans", {**plan, field: bad, "charges": [charge]}, format="json")
+        assert response.status_code == 400 and "control characters" in str(response.json()[field])
+    response = api.post("/api/v1/plans", {**plan, "charges": [{**charge, "description": bad}]}, format="json")
+    assert response.status_code == 400 and "control characters" in str(response.json()["charges"])
+    customer = api.post(
+        "/api/v1/customers", {"external_id": "c1", "name": "C1", "address": address}, format="json"
+    )
+    assert customer.status_code == 201
+    assert api.post("/api/v1/plans", {**plan, "charges": [charge]}, format="json").status_code == 201
+    subscription = {
+        "customer": customer.json()["id"],
+        "plan": "p",
+        "external_id": bad,
+        "start_at": "2025-01-01T00:00:00Z",
+    }
+    response = api.post("/api/v1/subscriptions", subscription, format="json")
+    assert response.status_code == 400 and "control characters" in str(response.json()["external_id"])
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_control_characters_in_a_customer_name(admin_client):
+    from subscriptions.models import Customer
+    from tests.hostile.admin_forms import post_change
+
+    customer = CustomerFactory(name="Fine Ltd")
+    response = post_change(admin_client, Customer, customer, name="Mallory\n[INFO] forged")
+    assert response.status_code == 200
+    assert "must not contain control characters" in response.content.decode()
+    customer.refresh_from_db()
+    assert customer.name == "Fine Ltd"
