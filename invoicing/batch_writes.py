@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing_project.sql_arrays import array_literal
 from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.parties import SNAPSHOT_COLUMNS
 from subscriptions.models import Subscription
 
 INVOICE_COLUMNS = [
@@ -29,6 +30,7 @@ INVOICE_COLUMNS = [
     ("tax_amount", "numeric"),
     ("tax_reason", "varchar"),
     ("total", "numeric"),
+    *SNAPSHOT_COLUMNS,  # the parties as issued (invoicing.parties)
 ]
 LINE_COLUMNS = [
     ("invoice_id", "bigint"),

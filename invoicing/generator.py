@@ -39,6 +39,7 @@ from invoicing import money
 from invoicing.batch_writes import advance_subscriptions, insert_invoices, insert_lines
 from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers
+from invoicing.parties import buyer_snapshot, seller_snapshot
 from invoicing.pricing import InvoiceDraft, last_day, price_period
 from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import due_subscriptions
@@ -85,11 +86,17 @@ CLAIMED_FIELDS = (
     "customer__state",
     "customer__tax_id",
     "customer__tax_exempt",
+    # The rest of what the invoice's party snapshot copies (invoicing.parties).
+    "customer__address_line1",
+    "customer__address_line2",
+    "customer__city",
+    "customer__postal_code",
+    "customer__email",
 )
 
 
 class ClaimedCustomer:
-    """The customer fields that tax and the log lines read."""
+    """The customer fields that tax, the log lines and the invoice's party snapshot read."""
 
     __slots__ = ("id", *(f.removeprefix("customer__") for f in CLAIMED_FIELDS if f.startswith("customer__")))
 
@@ -123,6 +130,11 @@ class ClaimedSubscription:
             customer.state,
             customer.tax_id,
             customer.tax_exempt,
+            customer.address_line1,
+            customer.address_line2,
+            customer.city,
+            customer.postal_code,
+            customer.email,
         ) = row[11:]
 
 
@@ -537,10 +549,14 @@ class InvoiceGenerator:
             numbers[organization_id] = take_invoice_numbers(organization_id, now.year, count)
             numbers[organization_id].reverse()
 
-        rows, drafts, advances = [], [], []
+        rows, drafts, advances, sellers = [], [], [], {}
         for plan in plans:
             subscription = plan.subscription
             available = numbers[subscription.organization_id]
+            seller = sellers.get(subscription.organization_id)
+            if seller is None:
+                seller = sellers[subscription.organization_id] = seller_snapshot(subscription.organization)
+            buyer = buyer_snapshot(subscription.customer, subscription.external_id) if plan.drafts else ()
             for draft in plan.drafts:
                 rows.append(
                     (
@@ -556,6 +572,8 @@ class InvoiceGenerator:
                         draft.tax_amount,
                         draft.tax_reason,
                         draft.total,
+                        *seller,
+                        *buyer,
                     )
                 )
                 drafts.append(draft)

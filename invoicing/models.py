@@ -53,6 +53,23 @@ class InvoiceLockedError(Exception):
     """A change that a finalized, paid or void invoice does not allow (spec section 4)."""
 
 
+# The parties as they were when the invoice was issued (the run writes them with the draft, see
+# invoicing.parties): the document shows these, never the live organization and customer rows.
+PARTY_SNAPSHOT_FIELDS = (
+    "seller_name",
+    "seller_address",
+    "seller_tax_id",
+    "seller_country",
+    "buyer_name",
+    "buyer_address",
+    "buyer_tax_id",
+    "buyer_email",
+    "buyer_external_id",
+    "buyer_country",
+    "subscription_external_id",
+)
+
+
 # What an invoice keeps for ever once it is no longer a draft. Migration 0005's database triggers
 # enforce the same list (frozen there, as migrations must be); the guard below refuses in Python
 # first, with a message naming the fields.
@@ -72,6 +89,7 @@ LOCKED_FIELDS = (
     "issued_at",
     "scheduled_finalize_at",
     "finalized_at",
+    *PARTY_SNAPSHOT_FIELDS,
 )
 # The only ways out of FINALIZED, each setting its date once.
 LOCKED_TRANSITIONS = {("FINALIZED", "PAID"): "paid_at", ("FINALIZED", "VOID"): "voided_at"}
@@ -131,6 +149,19 @@ class Invoice(models.Model):
     voided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The snapshot (PARTY_SNAPSHOT_FIELDS): addresses as printed, one line a part, the country
+    # by name last; the countries as codes too (the seller's picks the document's number format).
+    seller_name = models.CharField(max_length=200, blank=True, default="")
+    seller_address = models.TextField(blank=True, default="")
+    seller_tax_id = models.CharField(max_length=50, blank=True, default="")
+    seller_country = models.CharField(max_length=2, blank=True, default="")
+    buyer_name = models.CharField(max_length=200, blank=True, default="")
+    buyer_address = models.TextField(blank=True, default="")
+    buyer_tax_id = models.CharField(max_length=50, blank=True, default="")
+    buyer_email = models.CharField(max_length=254, blank=True, default="")
+    buyer_external_id = models.CharField(max_length=200, blank=True, default="")
+    buyer_country = models.CharField(max_length=2, blank=True, default="")
+    subscription_external_id = models.CharField(max_length=200, blank=True, default="")
 
     objects = InvoiceQuerySet.as_manager()
 

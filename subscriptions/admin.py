@@ -56,6 +56,29 @@ class PlanAdmin(admin.ModelAdmin):
     search_fields = ["name", "code"]
     inlines = [ChargeInline]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Read-only once subscribed to (D9): the model and the database refuse the change too.
+        if obj is not None and obj.subscriptions.exists():
+            return Plan.LOCKED_WHEN_IN_USE
+        return ()
+
+    def save_model(self, request, obj, form, change):
+        # Read-only fields never reach the form: a change posted anyway is left out, and said so.
+        ignored = [
+            name
+            for name in self.get_readonly_fields(request, obj)
+            if name in request.POST
+            and request.POST[name] != str(obj._meta.get_field(name).value_from_object(obj))
+        ]
+        super().save_model(request, obj, form, change)
+        if ignored:
+            self.message_user(
+                request,
+                f"The currency, interval and organization of plan {obj.code} did not change: it has "
+                f"subscriptions. To sell another currency, interval or organization, create a new plan.",
+                messages.WARNING,
+            )
+
 
 class SubscriptionAddForm(forms.ModelForm):
     """A new subscription starts through subscriptions.services.start_subscription, which works
