@@ -558,3 +558,62 @@ def test_d19_a_run_id_that_is_taken_is_drawn_again():
         ("0badf00d", "invoice_finalizer", "SUCCEEDED"),
     ]
     assert Invoice.objects.filter(status=Invoice.Status.FINALIZED).count() == 2
+
+
+# -- D15: --now skew ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("command", ["generate_invoices", "finalize_invoices"])
+@pytest.mark.parametrize(
+    "now", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00Z"]
+)
+def test_d15_an_absurd_now_is_one_line_not_an_overflow_traceback(command, now):
+    with pytest.raises(CommandError) as refused:
+        call_command(command, "--now", now)
+    assert str(refused.value) == f"--now: {now!r} is out of range"
+    assert not WorkerRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_d15_a_now_in_the_future_is_refused_for_the_commands_that_write():
+    monthly_subscriptions(1)
+    with time_machine.travel(utc(2027, 1, 31, 23, 50), tick=False):
+        with pytest.raises(CommandError) as refused:
+            call_command("generate_invoices", "--now", "2027-02-01T00:00:00Z")
+        assert str(refused.value) == (
+            "--now: 2027-02-01T00:00:00Z is more than 5 minutes ahead of this host's clock: a run ahead of "
+            "time bills periods that have not ended (--dry-run previews it)"
+        )
+        with pytest.raises(CommandError, match=r"^--now: 2027-02-01T00:00:00Z is more than 5 minutes ahead"):
+            call_command("finalize_invoices", "--now", "2027-02-01T00:00:00Z")
+        assert not WorkerRun.objects.exists() and not Invoice.objects.exists()
+        call_command("generate_invoices", "--now", "2027-02-01T00:00:00Z", "--dry-run", stdout=StringIO())
+        call_command("generate_invoices", "--now", "2027-01-31T23:54:59Z")  # within the tolerance
+    assert Invoice.objects.count() == 3  # Oct, Nov, Dec 2026
+
+
+@pytest.mark.django_db
+def test_d15_verify_invoices_reports_numbers_that_run_against_issue_dates():
+    x, y = monthly_subscriptions(2)
+    with time_machine.travel(utc(2027, 2, 2), tick=False):
+        call_command("generate_invoices", "--subscription", str(x.id), "--now", "2027-02-01T00:00:00Z")
+        call_command("generate_invoices", "--subscription", str(y.id), "--now", "2027-01-10T00:00:00Z")
+    numbers = list(Invoice.objects.order_by("number").values_list("number", "issued_at"))
+    assert [n for n, _ in numbers] == [
+        "INV-2027-0001",
+        "INV-2027-0002",
+        "INV-2027-0003",
+        "INV-2027-0004",
+        "INV-2027-0005",
+        "INV-2027-0006",
+        "INV-2027-0007",
+    ]
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"^1 finding\(s\); 7 invoice\(s\)"):
+        call_command("verify_invoices", stdout=out)
+    slug = x.organization.slug
+    assert out.getvalue() == (
+        f"FINDING INV-2027-0005 ({slug}): issued 2027-01-10T00:00:00Z, before INV-2027-0004 "
+        "(2027-02-01T00:00:00Z): numbers run against issue dates\n"
+    )
