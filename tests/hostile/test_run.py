@@ -34,6 +34,7 @@ from tests.factories import (
     SubscriptionFactory,
     UsageEventFactory,
 )
+from tests.ops.support import ensure_eu_vat_rates
 
 D = Decimal
 ROOT = Path(__file__).resolve().parents[2]
@@ -423,6 +424,7 @@ def test_d13_a_customer_with_no_country_fails_its_subscription_instead_of_0_perc
 
 
 def monthly_subscriptions(count, org=None):
+    ensure_eu_vat_rates()  # a transactional test before this one emptied every table
     org = org or OrganizationFactory()
     plan = PlanFactory(organization=org, code="plain")
     ChargeFactory(plan=plan, unit_price=D("100.00"))
@@ -617,3 +619,75 @@ def test_d15_verify_invoices_reports_numbers_that_run_against_issue_dates():
         f"FINDING INV-2027-0005 ({slug}): issued 2027-01-10T00:00:00Z, before INV-2027-0004 "
         "(2027-02-01T00:00:00Z): numbers run against issue dates\n"
     )
+
+
+# -- D3 in the admin, D1/D16 for finalization ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_d3_the_admin_trigger_bills_at_most_the_cap_and_says_more_are_due(admin_client, api_org):
+    from django.urls import reverse
+
+    far = far_behind(api_org)
+    with time_machine.travel(NOW, tick=False):
+        done = admin_client.post(
+            reverse("admin:subscriptions_subscription_changelist"),
+            {"action": "generate_invoice_now", "_selected_action": [far.pk]},
+        )
+    assert done.status_code == 302
+    [message] = [str(m) for m in admin_client.get(done["Location"]).context["messages"]]
+    assert message.endswith(
+        "Billed the 50 oldest ended periods, the most one request bills; more have ended: call again, "
+        "or the hourly invoice run bills them."
+    )
+    assert far.invoices.count() == 50
+
+
+@pytest.mark.django_db
+def test_d3_the_admin_refuses_a_billing_anchor_before_2000(admin_client, api_org):
+    from django.urls import reverse
+
+    answer = admin_client.post(
+        reverse("admin:subscriptions_subscription_add"),
+        {
+            "customer": api_org.customers.get().pk,
+            "plan": api_org.plans.get(code="daily").pk,
+            "external_id": "old",
+            "billing_anchor_0": "1999-12-31",
+            "billing_anchor_1": "00:00:00",
+        },
+    )
+    assert answer.status_code == 200
+    assert (
+        answer.context["adminform"]
+        .form.errors["billing_anchor"][0]
+        .startswith("must lie from 2000-01-01T00:00:00Z to one year ahead (")
+    )
+    assert not Subscription.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_d16_a_terminated_connection_fails_finalization_instead_of_each_draft(monkeypatch, worker_lines):
+    monthly_subscriptions(5)
+    InvoiceGenerator().process_due_subscriptions(NOV_1 + timedelta(minutes=1))
+    from invoicing import services
+
+    original = services.refresh_drafts
+    killed = []
+
+    def terminated(invoices):
+        if not killed:
+            killed.append(True)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return original(invoices)
+
+    monkeypatch.setattr(services, "refresh_drafts", terminated)
+    worker_lines.clear()
+    with pytest.raises(CommandError, match=r"^finalization could not use the database: "):
+        call_command("finalize_invoices", "--now", (NOV_1 + timedelta(hours=3)).isoformat())
+    assert not [line for line in worker_lines if "❌" in line]
+    run = WorkerRun.objects.get(worker="invoice_finalizer")
+    assert (run.status, run.failed, run.successful) == (WorkerRun.Status.FAILED, 0, 0)
+    assert Invoice.objects.filter(status=Invoice.Status.DRAFT).count() == 5
