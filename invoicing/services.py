@@ -149,8 +149,9 @@ LARGEST_AMOUNT = Decimal(10) ** (MONEY["max_digits"] - MONEY["decimal_places"])
 LARGEST_QUANTITY = Decimal(10) ** (20)
 
 
-class UnbillableAmount(ValueError):
-    """A refreshed draft whose usage yields a quantity or an amount its columns cannot hold."""
+class UnbillableAmount(InvoiceStateError):
+    """A refreshed draft whose usage yields a quantity or an amount its columns cannot hold: it
+    cannot be finalized as it is (the API answers 409, the admin shows the reason)."""
 
 
 def _check_storable(invoice: Invoice) -> None:
@@ -238,7 +239,7 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
                 failed_ids.add(invoice.id)
                 reason = one_line_reason(exc)
                 result.failures.append((invoice, reason))
-                expected = isinstance(exc, DatabaseError | ArithmeticError | ValueError)
+                expected = isinstance(exc, InvoiceStateError | DatabaseError | ArithmeticError | ValueError)
                 log.error(
                     f"❌ Failed {invoice.number} | customer={invoice.customer.name} | error={reason}",
                     exc_info=None if expected else exc,

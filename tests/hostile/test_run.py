@@ -103,6 +103,11 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
         assert (run.status, run.failed) == (WorkerRun.Status.SUCCEEDED, 1)
     assert run.successful == 0 and run.processed == 1  # the 25 were finalized by the first run
     assert set(Invoice.objects.exclude(id=bad.id).values_list("total", flat=True)) == {D("119.00")}
+    # Finalizing it by hand says why too: a 409, not a 500.
+    answer = client_for(org).post(f"/api/v1/invoices/{bad.id}/finalize")
+    assert answer.status_code == 409
+    assert answer.json()["detail"].startswith("usage 'Avg' ")
+    assert Invoice.objects.get(id=bad.id).status == Invoice.Status.DRAFT
 
 
 # -- D3 / D5d: bounded start_at, bounded catch-up ----------------------------------------------
