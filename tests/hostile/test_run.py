@@ -98,7 +98,7 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
         assert f"❌ Failed {bad.number} | customer=Poisoned | error=" in failures[0]
         # SQLite averages in floating point (99999999999999999999 -> 1E+20, too many digits for the
         # quantity column); PostgreSQL exactly (the amount is then too large): either way, named.
-        assert "error=UnbillableAmount: usage 'Avg' " in failures[0]
+        assert "error=UnbillableDraft: usage 'Avg' " in failures[0]
         run = WorkerRun.objects.filter(worker="invoice_finalizer").order_by("-id").first()
         assert (run.status, run.failed) == (WorkerRun.Status.SUCCEEDED, 1)
     assert run.successful == 0 and run.processed == 1  # the 25 were finalized by the first run
@@ -108,6 +108,35 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
     assert answer.status_code == 409
     assert answer.json()["detail"].startswith("usage 'Avg' ")
     assert Invoice.objects.get(id=bad.id).status == Invoice.Status.DRAFT
+
+
+@pytest.mark.django_db
+def test_d1_the_run_fails_a_subscription_whose_usage_an_invoice_cannot_hold(worker_lines):
+    """Two SUM events of 99999999999999999999: PostgreSQL refused the batch naming no line, SQLite
+    stored a quantity the column cannot hold."""
+    org = OrganizationFactory()
+    gb = MeterFactory(organization=org, code="gb", aggregation_type="SUM", field_name="gb")
+    plan = PlanFactory(organization=org)
+    ChargeFactory(plan=plan, charge_type="USAGE", meter=gb, unit_price=D("1"), description="GB")
+    big, fine = (
+        SubscriptionFactory(customer=CustomerFactory(organization=org), plan=plan, billing_anchor=OCT_1)
+        for _ in range(2)
+    )
+    for _ in range(2):
+        UsageEventFactory(
+            customer=big.customer,
+            organization=org,
+            code="gb",
+            timestamp=utc(2026, 10, 5),
+            properties={"gb": "99999999999999999999"},
+        )
+    result = InvoiceGenerator().process_due_subscriptions(NOV_1 + timedelta(hours=1))
+    assert (result.successful, result.failed) == (1, 1)
+    assert not big.invoices.exists() and fine.invoices.count() == 1
+    assert (
+        f"❌ Failed {big.external_id} | customer={big.customer.name} | error=UnbillableAmount: usage 'GB' "
+        in " ".join(worker_lines)
+    )
 
 
 # -- D3 / D5d: bounded start_at, bounded catch-up ----------------------------------------------
