@@ -6,7 +6,6 @@ to the period is billed; once finalized, an invoice never changes again.
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 from django.db import DatabaseError, transaction
 from django.db.models import Prefetch
@@ -14,8 +13,8 @@ from django.utils import timezone
 
 from invoicing import money
 from invoicing.generator import one_line_reason, transaction_broken
-from invoicing.models import MONEY, Invoice, InvoiceLineItem, WorkerRun
-from invoicing.pricing import totals
+from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
+from invoicing.pricing import UnbillableAmount, check_storable, totals
 from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import drafts_due_for_finalization
 from invoicing.worker_log import run_logger
@@ -144,30 +143,18 @@ class FinalizeResult:
     failures: list[tuple[Invoice, str]] = field(default_factory=list)
 
 
-# What the invoice and line columns hold (invoicing.models: MONEY and the line's quantity).
-LARGEST_AMOUNT = Decimal(10) ** (MONEY["max_digits"] - MONEY["decimal_places"])
-LARGEST_QUANTITY = Decimal(10) ** (20)
-
-
-class UnbillableAmount(ValueError):
-    """A refreshed draft whose usage yields a quantity or an amount its columns cannot hold."""
+class UnbillableDraft(InvoiceStateError):
+    """A refreshed draft whose usage yields a quantity or an amount its columns cannot hold: it
+    cannot be finalized as it is (the API answers 409, the admin shows the reason)."""
 
 
 def _check_storable(invoice: Invoice) -> None:
     """Say which line is too large instead of letting the database refuse the whole batch with
     `numeric field overflow` (PostgreSQL) or an unnamed decimal error (SQLite)."""
-    for line in invoice.line_items.all():
-        if abs(line.quantity) >= LARGEST_QUANTITY:
-            raise UnbillableAmount(
-                f"usage '{line.description}' quantity {line.quantity:f} has more than 20 integer digits"
-            )
-        if abs(line.amount) >= LARGEST_AMOUNT:
-            raise UnbillableAmount(
-                f"usage '{line.description}' amount {line.amount:f} {invoice.currency} is larger than an "
-                f"invoice holds (below 10^15)"
-            )
-    if abs(invoice.total) >= LARGEST_AMOUNT:
-        raise UnbillableAmount(f"total {invoice.total:f} {invoice.currency} is larger than an invoice holds")
+    try:
+        check_storable(invoice.line_items.all(), invoice.total, invoice.currency)
+    except UnbillableAmount as exc:
+        raise UnbillableDraft(str(exc)) from exc
 
 
 def _finalize(invoices: list[Invoice], now: datetime) -> list[tuple[Invoice, object]]:
@@ -238,7 +225,7 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
                 failed_ids.add(invoice.id)
                 reason = one_line_reason(exc)
                 result.failures.append((invoice, reason))
-                expected = isinstance(exc, DatabaseError | ArithmeticError | ValueError)
+                expected = isinstance(exc, InvoiceStateError | DatabaseError | ArithmeticError | ValueError)
                 log.error(
                     f"❌ Failed {invoice.number} | customer={invoice.customer.name} | error={reason}",
                     exc_info=None if expected else exc,

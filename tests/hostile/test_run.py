@@ -34,6 +34,7 @@ from tests.factories import (
     SubscriptionFactory,
     UsageEventFactory,
 )
+from tests.ops.support import ensure_eu_vat_rates
 
 D = Decimal
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,11 +98,45 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
         assert f"❌ Failed {bad.number} | customer=Poisoned | error=" in failures[0]
         # SQLite averages in floating point (99999999999999999999 -> 1E+20, too many digits for the
         # quantity column); PostgreSQL exactly (the amount is then too large): either way, named.
-        assert "error=UnbillableAmount: usage 'Avg' " in failures[0]
+        assert "error=UnbillableDraft: usage 'Avg' " in failures[0]
         run = WorkerRun.objects.filter(worker="invoice_finalizer").order_by("-id").first()
         assert (run.status, run.failed) == (WorkerRun.Status.SUCCEEDED, 1)
     assert run.successful == 0 and run.processed == 1  # the 25 were finalized by the first run
     assert set(Invoice.objects.exclude(id=bad.id).values_list("total", flat=True)) == {D("119.00")}
+    # Finalizing it by hand says why too: a 409, not a 500.
+    answer = client_for(org).post(f"/api/v1/invoices/{bad.id}/finalize")
+    assert answer.status_code == 409
+    assert answer.json()["detail"].startswith("usage 'Avg' ")
+    assert Invoice.objects.get(id=bad.id).status == Invoice.Status.DRAFT
+
+
+@pytest.mark.django_db
+def test_d1_the_run_fails_a_subscription_whose_usage_an_invoice_cannot_hold(worker_lines):
+    """Two SUM events of 99999999999999999999: PostgreSQL refused the batch naming no line, SQLite
+    stored a quantity the column cannot hold."""
+    org = OrganizationFactory()
+    gb = MeterFactory(organization=org, code="gb", aggregation_type="SUM", field_name="gb")
+    plan = PlanFactory(organization=org)
+    ChargeFactory(plan=plan, charge_type="USAGE", meter=gb, unit_price=D("1"), description="GB")
+    big, fine = (
+        SubscriptionFactory(customer=CustomerFactory(organization=org), plan=plan, billing_anchor=OCT_1)
+        for _ in range(2)
+    )
+    for _ in range(2):
+        UsageEventFactory(
+            customer=big.customer,
+            organization=org,
+            code="gb",
+            timestamp=utc(2026, 10, 5),
+            properties={"gb": "99999999999999999999"},
+        )
+    result = InvoiceGenerator().process_due_subscriptions(NOV_1 + timedelta(hours=1))
+    assert (result.successful, result.failed) == (1, 1)
+    assert not big.invoices.exists() and fine.invoices.count() == 1
+    assert (
+        f"❌ Failed {big.external_id} | customer={big.customer.name} | error=UnbillableAmount: usage 'GB' "
+        in " ".join(worker_lines)
+    )
 
 
 # -- D3 / D5d: bounded start_at, bounded catch-up ----------------------------------------------
@@ -423,6 +458,7 @@ def test_d13_a_customer_with_no_country_fails_its_subscription_instead_of_0_perc
 
 
 def monthly_subscriptions(count, org=None):
+    ensure_eu_vat_rates()  # a transactional test before this one emptied every table
     org = org or OrganizationFactory()
     plan = PlanFactory(organization=org, code="plain")
     ChargeFactory(plan=plan, unit_price=D("100.00"))
@@ -558,3 +594,134 @@ def test_d19_a_run_id_that_is_taken_is_drawn_again():
         ("0badf00d", "invoice_finalizer", "SUCCEEDED"),
     ]
     assert Invoice.objects.filter(status=Invoice.Status.FINALIZED).count() == 2
+
+
+# -- D15: --now skew ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("command", ["generate_invoices", "finalize_invoices"])
+@pytest.mark.parametrize(
+    "now", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00Z"]
+)
+def test_d15_an_absurd_now_is_one_line_not_an_overflow_traceback(command, now):
+    with pytest.raises(CommandError) as refused:
+        call_command(command, "--now", now)
+    assert str(refused.value) == f"--now: {now!r} is out of range"
+    assert not WorkerRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_d15_a_now_in_the_future_is_refused_for_the_commands_that_write():
+    monthly_subscriptions(1)
+    with time_machine.travel(utc(2027, 1, 31, 23, 50), tick=False):
+        with pytest.raises(CommandError) as refused:
+            call_command("generate_invoices", "--now", "2027-02-01T00:00:00Z")
+        assert str(refused.value) == (
+            "--now: 2027-02-01T00:00:00Z is more than 5 minutes ahead of this host's clock: a run ahead of "
+            "time bills periods that have not ended (--dry-run previews it)"
+        )
+        with pytest.raises(CommandError, match=r"^--now: 2027-02-01T00:00:00Z is more than 5 minutes ahead"):
+            call_command("finalize_invoices", "--now", "2027-02-01T00:00:00Z")
+        assert not WorkerRun.objects.exists() and not Invoice.objects.exists()
+        call_command("generate_invoices", "--now", "2027-02-01T00:00:00Z", "--dry-run", stdout=StringIO())
+        call_command("generate_invoices", "--now", "2027-01-31T23:54:59Z")  # within the tolerance
+    assert Invoice.objects.count() == 3  # Oct, Nov, Dec 2026
+
+
+@pytest.mark.django_db
+def test_d15_verify_invoices_reports_numbers_that_run_against_issue_dates():
+    x, y = monthly_subscriptions(2)
+    with time_machine.travel(utc(2027, 2, 2), tick=False):
+        call_command("generate_invoices", "--subscription", str(x.id), "--now", "2027-02-01T00:00:00Z")
+        call_command("generate_invoices", "--subscription", str(y.id), "--now", "2027-01-10T00:00:00Z")
+    numbers = list(Invoice.objects.order_by("number").values_list("number", "issued_at"))
+    assert [n for n, _ in numbers] == [
+        "INV-2027-0001",
+        "INV-2027-0002",
+        "INV-2027-0003",
+        "INV-2027-0004",
+        "INV-2027-0005",
+        "INV-2027-0006",
+        "INV-2027-0007",
+    ]
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"^1 finding\(s\); 7 invoice\(s\)"):
+        call_command("verify_invoices", stdout=out)
+    slug = x.organization.slug
+    assert out.getvalue() == (
+        f"FINDING INV-2027-0005 ({slug}): issued 2027-01-10T00:00:00Z, before INV-2027-0004 "
+        "(2027-02-01T00:00:00Z): numbers run against issue dates\n"
+    )
+
+
+# -- D3 in the admin, D1/D16 for finalization ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_d3_the_admin_trigger_bills_at_most_the_cap_and_says_more_are_due(admin_client, api_org):
+    from django.urls import reverse
+
+    far = far_behind(api_org)
+    with time_machine.travel(NOW, tick=False):
+        done = admin_client.post(
+            reverse("admin:subscriptions_subscription_changelist"),
+            {"action": "generate_invoice_now", "_selected_action": [far.pk]},
+        )
+    assert done.status_code == 302
+    [message] = [str(m) for m in admin_client.get(done["Location"]).context["messages"]]
+    assert message.endswith(
+        "Billed the 50 oldest ended periods, the most one request bills; more have ended: call again, "
+        "or the hourly invoice run bills them."
+    )
+    assert far.invoices.count() == 50
+
+
+@pytest.mark.django_db
+def test_d3_the_admin_refuses_a_billing_anchor_before_2000(admin_client, api_org):
+    from django.urls import reverse
+
+    answer = admin_client.post(
+        reverse("admin:subscriptions_subscription_add"),
+        {
+            "customer": api_org.customers.get().pk,
+            "plan": api_org.plans.get(code="daily").pk,
+            "external_id": "old",
+            "billing_anchor_0": "1999-12-31",
+            "billing_anchor_1": "00:00:00",
+        },
+    )
+    assert answer.status_code == 200
+    assert (
+        answer.context["adminform"]
+        .form.errors["billing_anchor"][0]
+        .startswith("must lie from 2000-01-01T00:00:00Z to one year ahead (")
+    )
+    assert not Subscription.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_d16_a_terminated_connection_fails_finalization_instead_of_each_draft(monkeypatch, worker_lines):
+    monthly_subscriptions(5)
+    InvoiceGenerator().process_due_subscriptions(NOV_1 + timedelta(minutes=1))
+    from invoicing import services
+
+    original = services.refresh_drafts
+    killed = []
+
+    def terminated(invoices):
+        if not killed:
+            killed.append(True)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return original(invoices)
+
+    monkeypatch.setattr(services, "refresh_drafts", terminated)
+    worker_lines.clear()
+    with pytest.raises(CommandError, match=r"^finalization could not use the database: "):
+        call_command("finalize_invoices", "--now", (NOV_1 + timedelta(hours=3)).isoformat())
+    assert not [line for line in worker_lines if "❌" in line]
+    run = WorkerRun.objects.get(worker="invoice_finalizer")
+    assert (run.status, run.failed, run.successful) == (WorkerRun.Status.FAILED, 0, 0)
+    assert Invoice.objects.filter(status=Invoice.Status.DRAFT).count() == 5

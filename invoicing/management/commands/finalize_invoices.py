@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils import timezone
 
-from billing_project.command_options import add_now_argument, parse_now
+from billing_project.command_options import add_now_argument, parse_now, refuse_future_now
 from invoicing.management.commands.generate_invoices import one_line
 from invoicing.services import finalize_due_invoices
 
@@ -17,7 +17,9 @@ class Command(BaseCommand):
         add_now_argument(parser)
 
     def handle(self, *args, now=None, **options):
-        now = parse_now(now) or timezone.now()
+        now = parse_now(now)
+        refuse_future_now(now, "finalizing ahead of time freezes drafts before their late usage can arrive")
+        now = now or timezone.now()
         try:
             result = finalize_due_invoices(now)
         except DatabaseError as exc:
