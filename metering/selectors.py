@@ -40,8 +40,9 @@ class UsageQuestion(NamedTuple):  # a tuple: a batch builds tens of thousands of
 
 def aggregate_usage(questions: list[UsageQuestion]) -> list[Decimal]:
     """The quantity for each question, in order. Events count in [period_start, period_end):
-    an event exactly on the end belongs to the next period. An event that names a subscription
-    counts only for that subscription."""
+    an event exactly on the end belongs to the next period. An event counts only for the subscription
+    it is bound to (at ingestion, or adopted when the subscription started): one column, so no event
+    can ever count for two subscriptions; an unbound event counts for none."""
     if not questions:
         return []
     answers = [to_quantity(None)] * len(questions)
@@ -58,7 +59,7 @@ def _statement(questions, aggregation_types) -> tuple[str, list]:
     matching = f"""FROM {events} e
         WHERE e.customer_id = t.customer_id AND e.code = t.code
           AND e.timestamp >= t.ps AND e.timestamp < t.pe
-          AND (e.subscription_id IS NULL OR e.subscription_id = t.sub_id)"""
+          AND e.subscription_id = t.sub_id"""
     branches = []
     for aggregation_type in aggregation_types:
         if aggregation_type == "LATEST":

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -73,6 +73,14 @@ def ingest_events(organization, payloads: list, now: datetime | None = None) -> 
 
 
 def _ingest_chunk(organization, payloads, now, results) -> None:
+    # One transaction from the lookup to the insert: the customers' KEY SHARE locks taken by the
+    # lookup hold off start_subscription (which locks the customer FOR UPDATE before adopting unbound
+    # events) until the chunk is stored, so an event is either bound here or adopted there (D2).
+    with transaction.atomic():
+        _ingest_locked_chunk(organization, payloads, now, results)
+
+
+def _ingest_locked_chunk(organization, payloads, now, results) -> None:
     lookup = _Lookup(organization, payloads)
     rows: dict[str, tuple] = {}  # transaction_id -> row, first valid occurrence wins
     owners: dict[str, list[EventResult]] = {}
@@ -120,12 +128,15 @@ class _Lookup:
             m.code: m
             for m in Meter.objects.filter(organization=organization, code__in=_strings(payloads, "code"))
         }
+        # FOR KEY SHARE is what the foreign key check of the INSERT takes anyway; taken here, before
+        # the subscriptions are read, it makes the binding below see every committed subscription.
         self.customers = dict(
             _rows(
                 f"SELECT external_id, id FROM {_table(Customer)} WHERE organization_id = %s AND ",
                 [organization.id],
                 "external_id",
                 customer_refs,
+                suffix=" ORDER BY id FOR KEY SHARE" if connection.vendor == "postgresql" else "",
             )
         )
         self.subscriptions = {
@@ -138,12 +149,13 @@ class _Lookup:
                 subscription_refs,
             )
         }
-        # (customer id, meter id) -> ids of the customer's active subscriptions charging that meter
-        self.charging: dict = {}
+        # (customer id, meter id) -> {id: billing anchor} of the customer's active subscriptions
+        # charging that meter
+        self.charging: dict[tuple[int, int], dict[int, datetime]] = {}
         meter_ids = [m.id for m in self.meters.values()]
         if meter_ids and self.customers:
             rows = _rows(
-                f"SELECT s.customer_id, c.meter_id, s.id FROM {_table(Subscription)} s "
+                f"SELECT s.customer_id, c.meter_id, s.id, s.billing_anchor FROM {_table(Subscription)} s "
                 f"JOIN {_table(Charge)} c ON c.plan_id = s.plan_id "
                 "WHERE s.organization_id = %s AND s.status = %s AND c.meter_id IN ("
                 + ", ".join(["%s"] * len(meter_ids))
@@ -152,23 +164,27 @@ class _Lookup:
                 "s.customer_id",
                 list(self.customers.values()),
             )
-            for customer_id, meter_id, subscription_id in rows:
-                self.charging.setdefault((customer_id, meter_id), set()).add(subscription_id)
+            for customer_id, meter_id, subscription_id, anchor in rows:
+                if isinstance(anchor, str):
+                    anchor = parse_datetime(anchor)
+                if anchor.tzinfo is None:  # SQLite stores UTC without an offset
+                    anchor = anchor.replace(tzinfo=UTC)
+                self.charging.setdefault((customer_id, meter_id), {})[subscription_id] = anchor
 
 
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _rows(sql: str, params: list, column: str, values) -> list[tuple]:
-    """Runs `sql` + "<column> is one of values"."""
+def _rows(sql: str, params: list, column: str, values, suffix: str = "") -> list[tuple]:
+    """Runs `sql` + "<column> is one of values" + suffix."""
     values = list(values)
     if not values:
         return []
     if connection.vendor == "postgresql":
-        sql, params = sql + f"{column} = ANY(%s)", [*params, values]
+        sql, params = sql + f"{column} = ANY(%s)" + suffix, [*params, values]
     else:
-        sql, params = sql + f"{column} IN ({', '.join(['%s'] * len(values))})", [*params, *values]
+        sql, params = sql + f"{column} IN ({', '.join(['%s'] * len(values))})" + suffix, [*params, *values]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -208,14 +224,19 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
             errors["external_subscription_id"] = f"unknown subscription {_shown(sub_ref)} for this customer"
         else:
             subscription_id = found[0]
-    elif (
-        customer_id is not None
-        and meter is not None
-        and len(lookup.charging.get((customer_id, meter.id), ())) > 1
-    ):
-        errors["external_subscription_id"] = (
-            "required: the customer has more than one active subscription charging this meter"
-        )
+    elif customer_id is not None and meter is not None:
+        charging = lookup.charging.get((customer_id, meter.id), {})
+        if len(charging) > 1:
+            errors["external_subscription_id"] = (
+                "required: the customer has more than one active subscription charging this meter"
+            )
+        elif charging and timestamp is not None:
+            # The event belongs to the one subscription charging its meter, if it had started by
+            # then; otherwise it stays unbound until a subscription that covers it adopts it. Stored,
+            # the binding is what lets the invoice run count each event for one subscription only.
+            ((candidate, anchor),) = charging.items()
+            if timestamp >= anchor:
+                subscription_id = candidate
     value = value_text = None
     if meter is not None and isinstance(properties, dict) and meter.aggregation_type != "COUNT":
         try:
@@ -237,12 +258,6 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
         value,
         value_text,
     )
-
-
-_COLUMNS = (
-    "organization_id, received_at, transaction_id, customer_id, subscription_id, code, timestamp, "
-    "properties, value, value_text"
-)
 
 
 def _encode(rows: dict, owners: dict) -> str | None:
@@ -373,3 +388,17 @@ def _shown(value) -> str:
 
 def _strings(payloads, key) -> set[str]:
     return {p.get(key) for p in payloads if isinstance(p, dict) and _is_id(p.get(key))}
+
+
+def adopt_unbound_events(subscription) -> int:
+    """Binds to a new subscription the customer's events that no subscription holds yet, of the
+    meters its plan charges, from its start on; returns how many. The caller holds the customer's
+    row lock (start_subscription), so no ingestion can store an unbound event for this customer
+    between the subscription's creation and this statement."""
+    codes = Meter.objects.filter(charges__plan_id=subscription.plan_id).values("code")
+    return UsageEvent.objects.filter(
+        customer_id=subscription.customer_id,
+        code__in=codes,
+        timestamp__gte=subscription.billing_anchor,
+        subscription__isnull=True,
+    ).update(subscription=subscription)

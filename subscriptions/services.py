@@ -11,6 +11,7 @@ from django.db import transaction
 from django_countries import countries
 
 from invoicing.money import is_known_currency
+from metering.services import adopt_unbound_events
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
 
@@ -96,7 +97,10 @@ def create_plan(
 def start_subscription(
     *, customer: Customer, plan: Plan, external_id: str, start_at: datetime
 ) -> Subscription:
-    """The first period is [start_at, start_at + one interval); start_at is the billing anchor."""
+    """The first period is [start_at, start_at + one interval); start_at is the billing anchor.
+
+    The new subscription adopts the customer's events that no subscription holds yet (sent before
+    it existed, or before its start), so each event is billed by exactly one subscription (D2)."""
     if plan.organization_id != customer.organization_id:
         raise ValidationError({"plan": "the plan belongs to another organization"})
     start, end = first_period(start_at, plan.interval)
@@ -110,7 +114,13 @@ def start_subscription(
         current_period_end=end,
     )
     subscription.full_clean()
-    subscription.save()
+    with transaction.atomic():
+        # FOR UPDATE, not FOR NO KEY UPDATE: it must conflict with the FOR KEY SHARE that ingestion
+        # takes on the customer before it reads the subscriptions, so that an event is either stored
+        # before this transaction (and adopted below) or after it (and bound by ingestion).
+        Customer.objects.select_for_update().filter(id=customer.id).first()
+        subscription.save()
+        adopt_unbound_events(subscription)
     return subscription
 
 

@@ -1,0 +1,284 @@
+"""Hostile review findings on ingestion, metering and the limits that let every accepted event be billed
+(D2, D5c, D5e, D6, D11, D12, D20)."""
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import requests
+
+from invoicing.models import TaxRate
+from subscriptions.services import create_api_key
+from tests.api.conftest import client_for
+from tests.api.test_live_server import server  # noqa: F401  (the live gunicorn fixture)
+from tests.factories import OrganizationFactory
+
+
+def _start() -> datetime:
+    """The start of a monthly period that is over by now: its invoice can be generated."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=45)
+
+
+def _usage_billed(invoices: list[dict]) -> Decimal:
+    return sum(
+        (
+            Decimal(line["quantity"])
+            for invoice in invoices
+            for line in invoice["line_items"]
+            if line["charge_type"] == "USAGE"
+        ),
+        Decimal(0),
+    )
+
+
+def _backdated_second_subscription(post) -> list[dict]:
+    """The review's D2 reproduction: subscription A, ten events that name no subscription (only A
+    charges the meter), then B backdated over them; both billed. Returns every invoice created."""
+    TaxRate.objects.get_or_create(country="US", region="", valid_from=date(2000, 1, 1), defaults={"rate": 0})
+    start = _start()
+    customer = post("/customers", {"external_id": "cu", "name": "CU", "address": {"country": "US"}})
+    post("/meters", {"code": "cnt", "name": "CNT", "aggregation_type": "COUNT"})
+    post(
+        "/plans",
+        {"code": "plain", "name": "plain", "interval": "month", "currency": "EUR",
+         "charges": [{"charge_type": "FIXED", "unit_price": "100"},
+                     {"charge_type": "USAGE", "meter": "cnt", "unit_price": "1"}]},
+    )  # fmt: skip
+    subscribe = {"customer": customer["id"], "plan": "plain", "start_at": start.isoformat()}
+    a = post("/subscriptions", {**subscribe, "external_id": "A"})
+    for i in range(10):
+        post("/events", {"transaction_id": f"d{i}", "external_customer_id": "cu", "code": "cnt",
+                         "timestamp": (start + timedelta(days=14)).isoformat()})  # fmt: skip
+    b = post("/subscriptions", {**subscribe, "external_id": "B"})
+    return [
+        invoice
+        for sub in (a, b)
+        for invoice in post(f"/subscriptions/{sub['id']}/generate-invoice")["invoices"]
+    ]
+
+
+# -- D2: every event is billed at most once, whatever subscriptions are created later ---------------
+
+
+@pytest.mark.django_db
+def test_d2_backdated_subscription_does_not_bill_events_again():
+    api = client_for(OrganizationFactory())
+
+    def post(path, body=None):
+        answer = api.post(f"/api/v1{path}", body, format="json")
+        assert answer.status_code == 201, answer.content
+        return answer.json()
+
+    invoices = _backdated_second_subscription(post)
+    assert len(invoices) == 2
+    assert _usage_billed(invoices) == Decimal("10")
+    assert sorted(Decimal(i["total"]) for i in invoices) == [Decimal("100.00"), Decimal("110.00")]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_d2_backdated_subscription_over_http(server):  # noqa: F811
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {create_api_key(OrganizationFactory())[1]}"
+
+    def post(path, body=None):
+        answer = http.post(f"{server}{path}", json=body, timeout=30)
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    invoices = _backdated_second_subscription(post)
+    assert len(invoices) == 2
+    assert _usage_billed(invoices) == Decimal("10")
+    assert sorted(Decimal(i["total"]) for i in invoices) == [Decimal("100.00"), Decimal("110.00")]
+
+
+@pytest.mark.django_db
+def test_d2_events_sent_before_any_subscription_are_billed_once():
+    """Unbound events (no subscription charged the meter yet) are adopted by the first subscription
+    that covers them; a second one, created later over the same period, does not count them again."""
+    TaxRate.objects.get_or_create(country="US", region="", valid_from=date(2000, 1, 1), defaults={"rate": 0})
+    api = client_for(OrganizationFactory())
+
+    def post(path, body=None):
+        answer = api.post(f"/api/v1{path}", body, format="json")
+        assert answer.status_code == 201, answer.content
+        return answer.json()
+
+    start = _start()
+    customer = post("/customers", {"external_id": "cu", "name": "CU", "address": {"country": "US"}})
+    post("/meters", {"code": "cnt", "name": "CNT", "aggregation_type": "COUNT"})
+    post("/plans", {"code": "plain", "name": "plain", "interval": "month", "currency": "EUR",
+                    "charges": [{"charge_type": "USAGE", "meter": "cnt", "unit_price": "1"}]})  # fmt: skip
+    for i in range(7):
+        post("/events", {"transaction_id": f"e{i}", "external_customer_id": "cu", "code": "cnt",
+                         "timestamp": (start + timedelta(days=3)).isoformat()})  # fmt: skip
+    subscribe = {"customer": customer["id"], "plan": "plain", "start_at": start.isoformat()}
+    subs = [post("/subscriptions", {**subscribe, "external_id": x}) for x in "AB"]
+    invoices = [i for sub in subs for i in post(f"/subscriptions/{sub['id']}/generate-invoice")["invoices"]]
+    assert _usage_billed(invoices) == Decimal("7")
+    assert sorted(Decimal(i["total"]) for i in invoices) == [Decimal("0.00"), Decimal("7.00")]
+
+
+@pytest.mark.django_db
+def test_d2_migration_binds_stored_unbound_events():
+    """Events stored unbound before the fix are bound by the data migration 0005 to the subscription
+    that was charging their meter when they arrived, else to the first one created after."""
+    import importlib
+
+    from django.db import connection
+
+    from metering.models import UsageEvent
+    from tests.factories import ChargeFactory, CustomerFactory, MeterFactory, PlanFactory, SubscriptionFactory
+
+    migration = importlib.import_module("metering.migrations.0005_bind_unbound_events")
+    customer = CustomerFactory()
+    meter = MeterFactory(organization=customer.organization, code="cnt", aggregation_type="COUNT")
+    plan = PlanFactory(organization=customer.organization)
+    ChargeFactory(plan=plan, charge_type="USAGE", meter=meter, unit_price=Decimal(1))
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    a = SubscriptionFactory(customer=customer, plan=plan, billing_anchor=t0)
+    b = SubscriptionFactory(customer=customer, plan=plan, billing_anchor=t0 - timedelta(days=30))
+    created = a.created_at
+    rows = {  # transaction_id: (timestamp, received_at)
+        "while-a": (t0 + timedelta(days=1), created + timedelta(seconds=1)),
+        "before-a-started": (t0 - timedelta(days=1), created + timedelta(seconds=1)),
+        "before-any": (t0 + timedelta(days=2), created - timedelta(days=1)),
+        "before-every-start": (t0 - timedelta(days=60), created + timedelta(seconds=1)),
+    }
+    UsageEvent.objects.bulk_create(
+        UsageEvent(organization=customer.organization, customer=customer, code="cnt", timestamp=ts,
+                   received_at=received, transaction_id=t, subscription=None)
+        for t, (ts, received) in rows.items()
+    )  # fmt: skip
+    migration.bind(django_apps(), _Editor(connection))
+    bound = dict(UsageEvent.objects.values_list("transaction_id", "subscription_id"))
+    assert bound == {
+        "while-a": a.id,
+        "before-a-started": b.id,
+        "before-any": a.id,
+        "before-every-start": None,
+    }
+
+
+class _Editor:
+    """What the migration's function uses of a schema editor (SQLite refuses a real one inside a test's
+    transaction)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def execute(self, sql):
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql)
+
+
+def django_apps():
+    from django.apps import apps
+
+    return apps
+
+
+def _wait_until_blocked_on_a_lock(pid: int) -> None:
+    """Returns once the backend `pid` waits for a row lock (no timing: polls PostgreSQL's own view)."""
+    import time
+
+    from django.db import connections
+
+    with connections["default"].cursor() as cursor:
+        for _ in range(3000):
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+            row = cursor.fetchone()
+            if row and row[0] == "Lock":
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+def _in_thread(work):
+    """Runs work() on its own connection; returns (thread, its backend pid box, its result box)."""
+    import threading
+
+    from django.db import connection
+
+    pid, result = [], []
+    started = threading.Event()
+
+    def run():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid.append(cursor.fetchone()[0])
+            started.set()
+            result.append(work())
+        finally:
+            started.set()
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait()
+    return thread, pid, result
+
+
+@pytest.fixture
+def race_setup(transactional_db):
+    from tests.factories import ChargeFactory, CustomerFactory, MeterFactory, PlanFactory
+
+    customer = CustomerFactory(external_id="cu")
+    meter = MeterFactory(organization=customer.organization, code="cnt", aggregation_type="COUNT")
+    plan = PlanFactory(organization=customer.organization)
+    ChargeFactory(plan=plan, charge_type="USAGE", meter=meter, unit_price=Decimal(1))
+    return customer, plan
+
+
+def _event(transaction_id: str) -> dict:
+    return {"transaction_id": transaction_id, "external_customer_id": "cu", "code": "cnt",
+            "timestamp": "2025-01-15T00:00:00Z"}  # fmt: skip
+
+
+@pytest.mark.postgres
+def test_d2_an_event_stored_while_a_subscription_starts_is_adopted(race_setup):
+    """Ingestion first (its transaction still open, no subscription charges the meter yet: the event
+    is stored unbound); start_subscription must wait for it, then adopt the event."""
+    from django.db import transaction
+
+    from metering.models import UsageEvent
+    from metering.services import ingest_events
+    from subscriptions.services import start_subscription
+
+    customer, plan = race_setup
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    with transaction.atomic():
+        (stored,) = ingest_events(customer.organization, [_event("e1")], datetime(2025, 2, 1, tzinfo=UTC))
+        assert stored.status == "created"
+        thread, pid, result = _in_thread(
+            lambda: start_subscription(customer=customer, plan=plan, external_id="A", start_at=t0)
+        )
+        _wait_until_blocked_on_a_lock(pid[0])
+    thread.join()
+    (subscription,) = result
+    assert UsageEvent.objects.get(transaction_id="e1").subscription_id == subscription.id
+
+
+@pytest.mark.postgres
+def test_d2_an_event_sent_while_a_subscription_starts_is_bound_to_it(race_setup):
+    """start_subscription first (its transaction still open, the event cannot be adopted: it is not
+    stored yet); ingestion must wait for it, then bind the event to the new subscription."""
+    from django.db import transaction
+
+    from metering.models import UsageEvent
+    from metering.services import ingest_events
+    from subscriptions.services import start_subscription
+
+    customer, plan = race_setup
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    with transaction.atomic():
+        subscription = start_subscription(customer=customer, plan=plan, external_id="A", start_at=t0)
+        thread, pid, result = _in_thread(
+            lambda: ingest_events(customer.organization, [_event("e1")], datetime(2025, 2, 1, tzinfo=UTC))
+        )
+        _wait_until_blocked_on_a_lock(pid[0])
+    thread.join()
+    assert [r.status for r in result[0]] == ["created"]
+    assert UsageEvent.objects.get(transaction_id="e1").subscription_id == subscription.id
