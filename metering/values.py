@@ -4,6 +4,10 @@ import json
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 QUANTITY_PLACES = Decimal("1E-10")
+# One event's value: 15 integer digits, like an amount (invoicing.money.AMOUNT_LIMIT). A period's
+# MIN, MAX, AVG or LATEST is one such value, so it always fits a line's quantity (below 10^20); a SUM
+# needs more than 100,000 maximal events to exceed it, which the pricing check then reports.
+VALUE_LIMIT = Decimal("1E15")
 
 
 # Up to 20 integer digits plus 10 places is 30 digits, past the default context's 28: quantize()
@@ -47,8 +51,8 @@ def numeric_value(raw, field: str) -> Decimal:
         raise InvalidEventValue(f"{field} must be a number") from None
     if not value.is_finite():
         raise InvalidEventValue(f"{field} must be a finite number")
-    if abs(value) >= Decimal("1E20"):
-        raise InvalidEventValue(f"{field} is too large")
+    if abs(value) >= VALUE_LIMIT:
+        raise InvalidEventValue(f"{field} is too large: it must be below 10^15")
     if value < 0:
         # A negative quantity would bill a negative line, which invoices cannot hold; credits and
         # usage corrections need their own design, so they are refused at the door, not mid-run.

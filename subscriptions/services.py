@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django_countries import countries
 
-from invoicing.money import is_known_currency
+from invoicing.money import is_known_currency, plain
 from metering.services import adopt_unbound_events
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
@@ -73,6 +73,7 @@ def create_plan(
         currency=validate_currency(currency),
     )
     plan.full_clean()
+    check_fixed_charges([spec["unit_price"] for spec in charges if spec["charge_type"] == "FIXED"])
     plan.save()
     for position, spec in enumerate(charges):
         charge = Charge(
@@ -92,6 +93,21 @@ def create_plan(
         charge.full_clean(exclude=["plan"])
         charge.save()
     return plan
+
+
+# The FIXED charges are billed every period whatever the usage: their sum must always be an amount an
+# invoice can hold. Below 10^14 (the largest single unit price), the fixed part of a total stays below
+# the amount columns' 10^15 under any tax rate up to 900%. Usage is bounded per event at ingestion;
+# what a period's usage adds up to is checked when it is priced (invoicing.money.AmountTooLarge).
+FIXED_CHARGES_LIMIT = Decimal("1E14")
+
+
+def check_fixed_charges(unit_prices) -> None:
+    total = sum((Decimal(str(price)) for price in unit_prices), Decimal(0))
+    if total >= FIXED_CHARGES_LIMIT:
+        raise ValidationError(
+            {"charges": f"the FIXED charges add up to {plain(total)}: they must stay below 10^14"}
+        )
 
 
 def start_subscription(

@@ -282,3 +282,113 @@ def test_d2_an_event_sent_while_a_subscription_starts_is_bound_to_it(race_setup)
     thread.join()
     assert [r.status for r in result[0]] == ["created"]
     assert UsageEvent.objects.get(transaction_id="e1").subscription_id == subscription.id
+
+
+# -- D11, D5e: limits agree with the columns; what cannot be billed fails alone and readably --------
+
+
+@pytest.fixture
+def money_api(db):
+    TaxRate.objects.get_or_create(country="US", region="", valid_from=date(2000, 1, 1), defaults={"rate": 0})
+    api = client_for(OrganizationFactory())
+
+    def post(path, body=None, expect=201):
+        answer = api.post(f"/api/v1{path}", body, format="json")
+        assert answer.status_code == expect, answer.content
+        return answer.json()
+
+    post("/meters", {"code": "gb", "name": "GB", "aggregation_type": "SUM", "field_name": "gb"})
+    return api, post
+
+
+def _sum_subscription(post, external_id, unit_price, start):
+    customer = post(
+        "/customers", {"external_id": external_id, "name": external_id, "address": {"country": "US"}}
+    )
+    charge = {"charge_type": "USAGE", "meter": "gb", "unit_price": unit_price}
+    plan = {
+        "code": external_id,
+        "name": external_id,
+        "interval": "month",
+        "currency": "EUR",
+        "charges": [charge],
+    }
+    post("/plans", plan)
+    subscribe = {"customer": customer["id"], "plan": external_id, "start_at": start.isoformat()}
+    return post("/subscriptions", {**subscribe, "external_id": external_id})
+
+
+def _gb(post, transaction_id, customer, value, at, expect=201):
+    return post("/events", {"transaction_id": transaction_id, "external_customer_id": customer, "code": "gb",
+                            "timestamp": at.isoformat(), "properties": {"gb": value}}, expect)  # fmt: skip
+
+
+def test_d11_an_event_value_past_the_limit_is_refused_at_ingestion(money_api):
+    _, post = money_api
+    start = _start()
+    _sum_subscription(post, "c1", "1", start)
+    answer = _gb(post, "big", "c1", "99999999999999999999", start + timedelta(days=1), expect=422)
+    assert answer == {"properties": ["properties.gb is too large: it must be below 10^15"]}
+    _gb(post, "max", "c1", "999999999999999.9999999999", start + timedelta(days=1))
+
+
+def test_d11_a_sum_too_large_to_bill_fails_that_subscription_alone_readably(money_api):
+    api, post = money_api
+    start = _start()
+    poisoned = _sum_subscription(post, "c1", "1", start)
+    healthy = _sum_subscription(post, "c2", "1", start)
+    for n in range(2):  # each event is accepted; their sum is not an amount an invoice can hold
+        _gb(post, f"p{n}", "c1", "999999999999999", start + timedelta(days=1))
+    _gb(post, "h", "c2", "3", start + timedelta(days=1))
+
+    answer = api.post(f"/api/v1/subscriptions/{poisoned['id']}/generate-invoice", format="json")
+    assert answer.status_code == 422, answer.content
+    assert answer.json() == {
+        "detail": "billing failed: AmountTooLarge: GB: 1999999999999998 x 1 = 1999999999999998.00 EUR, "
+        "past the largest amount an invoice can hold (below 10^15)"
+    }
+    (invoice,) = post(f"/subscriptions/{healthy['id']}/generate-invoice")["invoices"]
+    assert invoice["total"] == "3.00"
+
+
+def test_d11_a_plan_whose_fixed_charges_cannot_be_billed_is_refused(money_api):
+    _, post = money_api
+    fixed = {"charge_type": "FIXED", "unit_price": "99999999999999.9999999999"}
+    answer = post("/plans", {"code": "p", "name": "p", "interval": "month", "currency": "EUR",
+                             "charges": [fixed] * 20}, expect=400)  # fmt: skip
+    assert answer == {
+        "charges": ["the FIXED charges add up to 1999999999999999.999999998: they must stay below 10^14"]
+    }
+    post("/plans", {"code": "p", "name": "p", "interval": "month", "currency": "EUR",
+                    "charges": [{"charge_type": "FIXED", "unit_price": "99999999999999"}]})  # fmt: skip
+
+
+def test_d5e_an_upcoming_invoice_too_large_to_bill_is_a_422_not_a_500(money_api):
+    api, post = money_api
+    now = datetime.now(UTC).replace(microsecond=0)
+    # 14 integer digits, no places: SQLite stores prices as floats, which hold this one exactly.
+    sub = _sum_subscription(post, "c1", "99999999999999", now - timedelta(days=1))
+    _gb(post, "e", "c1", "999999999999999", now - timedelta(hours=1))
+    answer = api.get(f"/api/v1/subscriptions/{sub['id']}/upcoming-invoice")
+    assert answer.status_code == 422, answer.content
+    assert answer.json() == {
+        "detail": "GB: 999999999999999 x 99999999999999 = 99999999999998900000000000001.00 EUR, "
+        "past the largest amount an invoice can hold (below 10^15)"
+    }
+
+
+def test_d5e_a_dry_run_over_such_data_says_one_readable_line(money_api, capsys):
+    from django.core.management import CommandError, call_command
+
+    _, post = money_api
+    start = _start()
+    _sum_subscription(post, "c1", "99999999999999", start)
+    _gb(post, "e", "c1", "999999999999999", start + timedelta(days=1))
+    with pytest.raises(CommandError) as failed:
+        call_command("generate_invoices", "--dry-run")
+    output = capsys.readouterr()
+    assert "Traceback" not in output.out + output.err
+    assert (
+        "AmountTooLarge: GB: 999999999999999 x 99999999999999 = 99999999999998900000000000001.00 EUR"
+        in output.out + output.err + str(failed.value)
+    )
