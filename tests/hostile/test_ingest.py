@@ -392,3 +392,117 @@ def test_d5e_a_dry_run_over_such_data_says_one_readable_line(money_api, capsys):
         "AmountTooLarge: GB: 999999999999999 x 99999999999999 = 99999999999998900000000000001.00 EUR"
         in output.out + output.err + str(failed.value)
     )
+
+
+# -- D5c, D6, D20: one bad event in a batch is rejected alone, naming its field ------------------
+
+
+@pytest.fixture
+def events_api(db):
+    """A customer `cu` and meters gb (SUM of gb), users (UNIQUE_COUNT of user), cnt (COUNT). Posts raw
+    JSON text: a lone surrogate or 1e400 cannot travel through a Python JSON encoder."""
+    api = client_for(OrganizationFactory())
+    for body in (
+        {"external_id": "cu", "name": "CU", "address": {"country": "US"}},
+        {"code": "gb", "name": "GB", "aggregation_type": "SUM", "field_name": "gb"},
+        {"code": "users", "name": "Users", "aggregation_type": "UNIQUE_COUNT", "field_name": "user"},
+        {"code": "cnt", "name": "CNT", "aggregation_type": "COUNT"},
+    ):
+        path = "/api/v1/customers" if "address" in body else "/api/v1/meters"
+        assert api.post(path, body, format="json").status_code == 201
+
+    def post(text: str):
+        answer = api.post("/api/v1/events", text.encode(), content_type="application/json")
+        return answer.status_code, answer.json()
+
+    return post
+
+
+def _raw_event(transaction_id="ok", code="cnt", properties="{}", customer='"cu"') -> str:
+    """One event as JSON text; transaction_id is quoted unless it is given as JSON already."""
+    quoted = transaction_id if transaction_id.startswith('"') else f'"{transaction_id}"'
+    return (
+        f'{{"transaction_id": {quoted}, "external_customer_id": {customer}, "code": "{code}", '
+        f'"timestamp": "2025-01-15T00:00:00Z", "properties": {properties}}}'
+    )
+
+
+BAD_EVENTS = {  # name: (raw event, the errors answered for it)
+    "huge exponent": (
+        _raw_event("bad", "gb", '{"gb": "1e999999999"}'),
+        {"properties": ["properties.gb is too large: it must be below 10^15"]},
+    ),
+    "1e400": (
+        _raw_event("bad", "gb", '{"gb": 1e400}'),
+        {"properties": ["properties.gb must be a finite number"]},
+    ),
+    "surrogate in properties": (
+        _raw_event("bad", "cnt", '{"note": "\\udc00"}'),
+        {"properties": ["properties.note must not contain an unpaired surrogate (\\udc00)"]},
+    ),
+    "surrogate in a key": (
+        _raw_event("bad", "cnt", '{"a": {"\\ud800": 1}}'),
+        {"properties": ["properties.a has a key with an unpaired surrogate (\\ud800)"]},
+    ),
+    "1e400 in properties": (
+        _raw_event("bad", "cnt", '{"other": [1, 1e400]}'),
+        {"properties": ["properties.other[1] must be a finite number"]},
+    ),
+    "1e400 as a unique value": (
+        _raw_event("bad", "users", '{"user": 1e400}'),
+        {"properties": ["properties.user must be a string or a finite number"]},
+    ),
+    "surrogate as a unique value": (
+        _raw_event("bad", "users", '{"user": "x\\udc00"}'),
+        {"properties": ["properties.user must not contain an unpaired surrogate (\\udc00)"]},
+    ),
+    "surrogate in transaction_id": (
+        _raw_event('"bad\\udc00"'),
+        {"transaction_id": ["must not contain NUL characters or unpaired surrogates"]},
+    ),
+    "surrogate in external_customer_id": (
+        _raw_event("bad", customer='"\\udc00"'),
+        {"external_customer_id": ["must not contain NUL characters or unpaired surrogates"]},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_EVENTS)
+def test_d6_one_unstorable_event_is_rejected_alone_and_its_999_neighbours_stored(events_api, case):
+    from metering.models import UsageEvent
+
+    bad, errors = BAD_EVENTS[case]
+    good = [_raw_event(f"ok-{n}") for n in range(999)]
+    status, body = events_api('{"events": [' + ",".join([*good[:500], bad, *good[500:]]) + "]}")
+    assert status == 200
+    assert (body["created"], body["rejected"]) == (999, 1)
+    (rejected,) = [r for r in body["results"] if r["status"] == "rejected"]
+    assert (rejected["index"], rejected["errors"]) == (500, errors)
+    assert UsageEvent.objects.count() == 999
+
+
+@pytest.mark.parametrize("case", BAD_EVENTS)
+def test_d5c_one_unstorable_event_alone_is_a_422_naming_its_field(events_api, case):
+    bad, errors = BAD_EVENTS[case]
+    assert events_api(bad) == (422, errors)
+
+
+@pytest.mark.parametrize(
+    "quantity", ['"1_000"', '" 12 "', '"\\u0661\\u0662\\u0663"', '"12\\u00a0"', '"0x10"']
+)
+def test_d20_a_quantity_is_ascii_decimal_only(events_api, quantity):
+    status, body = events_api(_raw_event("q", "gb", f'{{"gb": {quantity}}}'))
+    assert (status, body) == (422, {"properties": ["properties.gb must be a number"]})
+
+
+def test_d20_event_properties_are_at_most_64_kib_of_json(events_api):
+    from metering.models import UsageEvent
+
+    # {"note":"xx...x"} is 11 bytes of compact JSON around the string
+    fits = _raw_event("fits", "cnt", '{"note": "' + "x" * (65536 - 11) + '"}')
+    too_big = _raw_event("big", "cnt", '{"note": "' + "x" * (65536 - 10) + '"}')
+    assert events_api(fits)[0] == 201
+    assert events_api(too_big) == (422, {"properties": ["is larger than 64 KiB (65536 bytes) of JSON"]})
+    status, body = events_api('{"events": [' + ",".join([too_big, _raw_event("small")]) + "]}")
+    assert [r["status"] for r in body["results"]] == ["rejected", "created"]
+    assert sorted(UsageEvent.objects.values_list("transaction_id", flat=True)) == ["fits", "small"]

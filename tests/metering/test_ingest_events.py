@@ -113,7 +113,7 @@ def test_a_bad_event_does_not_keep_its_valid_neighbours_out_and_names_the_field(
         {"properties": ["properties.seconds must be a number"]},
         {"properties": ["properties.seconds is too large: it must be below 10^15"]},
         {"properties": ["properties.seconds must be a number"]},
-        {"properties": ["properties.user_id must be a string or a number"]},
+        {"properties": ["properties.user_id must be a string or a finite number"]},
         {"non_field_errors": ["an event must be a JSON object"]},
     ]
     stored = dict(UsageEvent.objects.values_list("transaction_id", "value"))
