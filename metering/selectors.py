@@ -27,6 +27,12 @@ AGGREGATE_SQL = {
     "AVG": "AVG(e.value)",
     "UNIQUE_COUNT": "COUNT(DISTINCT e.value_text)",
 }
+# PostgreSQL's AVG(numeric) keeps as few as 12 places for large means, which the quantity's half-up
+# rounding to 10 places would then round a second time (D12). SUM / COUNT with the sum at scale 30
+# divides at 30 places: the quantity is then rounded once. (A mean's digits 11 to 30 could only
+# mislead that rounding if it came within 10^-20 of a half, which needs more than 5 x 10^19 events.)
+# SQLite keeps AVG: it computes in binary floating point either way.
+EXACT_AVG_SQL = "ROUND(SUM(e.value), 30) / NULLIF(COUNT(e.value), 0)"
 
 
 class UsageQuestion(NamedTuple):  # a tuple: a batch builds tens of thousands of them
@@ -67,6 +73,8 @@ def _statement(questions, aggregation_types) -> tuple[str, list]:
             subquery = (
                 f"SELECT e.value {matching} ORDER BY e.timestamp DESC, e.received_at DESC, e.id DESC LIMIT 1"
             )
+        elif aggregation_type == "AVG" and connection.vendor == "postgresql":
+            subquery = f"SELECT {EXACT_AVG_SQL} {matching}"
         else:
             subquery = f"SELECT {AGGREGATE_SQL[aggregation_type]} {matching}"
         branches.append(f"WHEN '{aggregation_type}' THEN ({subquery})")

@@ -506,3 +506,51 @@ def test_d20_event_properties_are_at_most_64_kib_of_json(events_api):
     status, body = events_api('{"events": [' + ",".join([too_big, _raw_event("small")]) + "]}")
     assert [r["status"] for r in body["results"]] == ["rejected", "created"]
     assert sorted(UsageEvent.objects.values_list("transaction_id", flat=True)) == ["fits", "small"]
+
+
+# -- D12: the mean is rounded once ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_d12_avg_is_rounded_once(events_api):
+    """Exact mean 12345.0000000000495...: half-up to 10 places is 12345.0000000000. PostgreSQL's AVG
+    answered 12345.000000000050 (scale 12), which rounded again gave 12345.0000000001. SQLite computes
+    in binary floating point and is not exact here (see the notes)."""
+    from subscriptions.models import Customer
+
+    TaxRate.objects.get_or_create(country="US", region="", valid_from=date(2000, 1, 1), defaults={"rate": 0})
+    start = _start()
+    customer = Customer.objects.get(external_id="cu")
+    api = client_for(customer.organization)
+
+    def post(path, body):
+        answer = api.post(f"/api/v1{path}", body, format="json")
+        assert answer.status_code in (200, 201), answer.content
+        return answer.json()
+
+    post("/meters", {"code": "avg", "name": "AVG", "aggregation_type": "AVG", "field_name": "v"})
+    charge = {"charge_type": "USAGE", "meter": "avg", "unit_price": "100000000"}
+    post(
+        "/plans",
+        {"code": "avgplan", "name": "a", "interval": "month", "currency": "EUR", "charges": [charge]},
+    )
+    sub = post(
+        "/subscriptions",
+        {"customer": customer.id, "plan": "avgplan", "external_id": "s1", "start_at": start.isoformat()},
+    )
+    at = (start + timedelta(days=1)).isoformat()
+    values = ["12345"] * 100 + ["12345.000000005"]
+    events = [
+        {"transaction_id": f"a{n}", "external_customer_id": "cu", "code": "avg", "timestamp": at,
+         "properties": {"v": v}}
+        for n, v in enumerate(values)
+    ]  # fmt: skip
+    assert post("/events", {"events": events})["created"] == 101
+    (invoice,) = post(f"/subscriptions/{sub['id']}/generate-invoice", None)["invoices"]
+    (line,) = invoice["line_items"]
+    # The API drops a quantity's trailing zeros: 12345.0000000000 is shown as 12345.
+    assert (line["quantity"], line["amount"], invoice["total"]) == (
+        "12345",
+        "1234500000000.00",
+        "1234500000000.00",
+    )
