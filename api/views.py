@@ -27,6 +27,7 @@ from invoicing.documents import pdf_filename, render_invoice_pdf
 from invoicing.generator import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.manual_trigger import bill_subscription_now
 from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.money import AmountTooLarge
 from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter, UsageEvent
 from metering.services import MAX_BATCH, create_meter, ingest_events
@@ -308,6 +309,7 @@ class GenerateInvoice(SubscriptionAction):
             401: UNAUTHORIZED,
             404: NOT_FOUND,
             409: OpenApiResponse(E, description="Canceled subscription, or no tax rate configured"),
+            422: OpenApiResponse(E, description="An amount too large for an invoice (the detail says which)"),
         },
     )
 )
@@ -318,7 +320,11 @@ class UpcomingInvoice(SubscriptionAction):
         subscription = self.get_object()
         if subscription.status == Subscription.Status.CANCELED:
             raise Conflict(f"subscription {subscription.external_id} is canceled: nothing is upcoming")
-        return Response(s.UpcomingInvoiceSerializer(upcoming_invoice(subscription, timezone.now())).data)
+        try:
+            draft = upcoming_invoice(subscription, timezone.now())
+        except AmountTooLarge as exc:  # the run fails this subscription with the same reason
+            raise Unprocessable(str(exc)) from None
+        return Response(s.UpcomingInvoiceSerializer(draft).data)
 
 
 # -- events ----------------------------------------------------------------------------------------

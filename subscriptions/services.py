@@ -12,7 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 from django_countries import countries
 
-from invoicing.money import is_known_currency
+from invoicing.money import is_known_currency, plain
+from metering.services import adopt_unbound_events
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
 
@@ -89,6 +90,7 @@ def create_plan(
         currency=validate_currency(currency),
     )
     plan.full_clean()
+    check_fixed_charges([spec["unit_price"] for spec in charges if spec["charge_type"] == "FIXED"])
     plan.save()
     for position, spec in enumerate(charges):
         charge = Charge(
@@ -110,10 +112,28 @@ def create_plan(
     return plan
 
 
+# The FIXED charges are billed every period whatever the usage: their sum must always be an amount an
+# invoice can hold. Below 10^14 (the largest single unit price), the fixed part of a total stays below
+# the amount columns' 10^15 under any tax rate up to 900%. Usage is bounded per event at ingestion;
+# what a period's usage adds up to is checked when it is priced (invoicing.money.AmountTooLarge).
+FIXED_CHARGES_LIMIT = Decimal("1E14")
+
+
+def check_fixed_charges(unit_prices) -> None:
+    total = sum((Decimal(str(price)) for price in unit_prices), Decimal(0))
+    if total >= FIXED_CHARGES_LIMIT:
+        raise ValidationError(
+            {"charges": f"the FIXED charges add up to {plain(total)}: they must stay below 10^14"}
+        )
+
+
 def start_subscription(
     *, customer: Customer, plan: Plan, external_id: str, start_at: datetime, now: datetime | None = None
 ) -> Subscription:
-    """The first period is [start_at, start_at + one interval); start_at is the billing anchor."""
+    """The first period is [start_at, start_at + one interval); start_at is the billing anchor.
+
+    The new subscription adopts the customer's events that no subscription holds yet (sent before
+    it existed, or before its start), so each event is billed by exactly one subscription (D2)."""
     if plan.organization_id != customer.organization_id:
         raise ValidationError({"plan": "the plan belongs to another organization"})
     validate_start_at(start_at, now or timezone.now())
@@ -128,7 +148,13 @@ def start_subscription(
         current_period_end=end,
     )
     subscription.full_clean()
-    subscription.save()
+    with transaction.atomic():
+        # FOR UPDATE, not FOR NO KEY UPDATE: it must conflict with the FOR KEY SHARE that ingestion
+        # takes on the customer before it reads the subscriptions, so that an event is either stored
+        # before this transaction (and adopted below) or after it (and bound by ingestion).
+        Customer.objects.select_for_update().filter(id=customer.id).first()
+        subscription.save()
+        adopt_unbound_events(subscription)
     return subscription
 
 
