@@ -502,9 +502,8 @@ class InvoiceGenerator:
         for plan in plans:
             subscription = plan.subscription
             available = numbers[subscription.organization_id]
-            seller = sellers.get(subscription.organization_id)
-            if seller is None:
-                seller = sellers[subscription.organization_id] = seller_snapshot(subscription.organization)
+            if subscription.organization_id not in sellers:
+                sellers[subscription.organization_id] = seller_snapshot(subscription.organization)
             buyer = buyer_snapshot(subscription.customer, subscription.external_id) if plan.drafts else ()
             for draft in plan.drafts:
                 rows.append(
@@ -521,7 +520,6 @@ class InvoiceGenerator:
                         draft.tax_amount,
                         draft.tax_reason,
                         draft.total,
-                        *seller,
                         *buyer,
                     )
                 )
@@ -547,7 +545,12 @@ class InvoiceGenerator:
                     )
                 )
 
-        ids = insert_invoices(rows, issued_at=now, scheduled_finalize_at=now + FINALIZE_AFTER)
+        ids = insert_invoices(
+            rows,
+            sellers=[(organization_id, *seller) for organization_id, seller in sellers.items()],
+            issued_at=now,
+            scheduled_finalize_at=now + FINALIZE_AFTER,
+        )
         lines = [
             (
                 invoice_id,
