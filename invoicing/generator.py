@@ -553,9 +553,8 @@ class InvoiceGenerator:
         for plan in plans:
             subscription = plan.subscription
             available = numbers[subscription.organization_id]
-            seller = sellers.get(subscription.organization_id)
-            if seller is None:
-                seller = sellers[subscription.organization_id] = seller_snapshot(subscription.organization)
+            if subscription.organization_id not in sellers:
+                sellers[subscription.organization_id] = seller_snapshot(subscription.organization)
             buyer = buyer_snapshot(subscription.customer, subscription.external_id) if plan.drafts else ()
             for draft in plan.drafts:
                 rows.append(
@@ -572,7 +571,6 @@ class InvoiceGenerator:
                         draft.tax_amount,
                         draft.tax_reason,
                         draft.total,
-                        *seller,
                         *buyer,
                     )
                 )
@@ -598,7 +596,12 @@ class InvoiceGenerator:
                     )
                 )
 
-        ids = insert_invoices(rows, issued_at=now, scheduled_finalize_at=now + FINALIZE_AFTER)
+        ids = insert_invoices(
+            rows,
+            sellers=[(organization_id, *seller) for organization_id, seller in sellers.items()],
+            issued_at=now,
+            scheduled_finalize_at=now + FINALIZE_AFTER,
+        )
         lines = [
             (
                 invoice_id,

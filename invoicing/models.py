@@ -93,6 +93,8 @@ LOCKED_FIELDS = (
 )
 # The only ways out of FINALIZED, each setting its date once.
 LOCKED_TRANSITIONS = {("FINALIZED", "PAID"): "paid_at", ("FINALIZED", "VOID"): "voided_at"}
+# Where a draft may go (D20); migration 0009's trigger says the same.
+DRAFT_EXITS = {"DRAFT", "FINALIZED", "VOID"}
 _GUARDED = (*LOCKED_FIELDS, "status", "paid_at", "voided_at")
 
 
@@ -240,12 +242,18 @@ class Invoice(models.Model):
         """Raise InvoiceLockedError if saving now would change what a non-draft keeps."""
         stored = self._stored_values()
         old = stored.get("status")
-        if old is None or old == self.Status.DRAFT:
-            return
         written = None if update_fields is None else set(update_fields)
 
         def writes(attname):
             return written is None or attname in written or attname.removesuffix("_id") in written
+
+        if old is None:
+            return
+        if old == self.Status.DRAFT:
+            new = self.status if writes("status") else old
+            if new not in DRAFT_EXITS:
+                raise InvoiceLockedError(f"{self.number} cannot go from DRAFT to {new}: finalize it first")
+            return
 
         changed = [f for f in LOCKED_FIELDS if f in stored and writes(f) and getattr(self, f) != stored[f]]
         if changed:

@@ -1,33 +1,11 @@
-from functools import cache
-
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
-from django.utils import translation
-from django_countries import countries
 from django_countries.fields import CountryField
 
 from billing_project.control_characters import refuse_control_characters
-
-
-@cache
-def country_name(code: str) -> str:
-    """The English name (invoices are in English); cached: django-countries takes tens of
-    microseconds a lookup, and the invoice run asks once per invoice."""
-    if not code:
-        return ""
-    with translation.override("en"):
-        return str(countries.name(code))
-
-
-def address_lines(line1, line2, postal_code, city, state, country_code) -> list[str]:
-    """An address as printed, one line a part; the country by its English name. Invoices keep
-    this text as issued (invoicing.parties), so it must not depend on anything but its inputs."""
-    city_line = " ".join(p for p in (postal_code, city, state) if p)
-    parts = [line1, line2, city_line, country_name(country_code)]
-    return [p for p in parts if p]
 
 
 class Address(models.Model):
@@ -42,9 +20,9 @@ class Address(models.Model):
         abstract = True
 
     def address_lines(self) -> list[str]:
-        return address_lines(
-            self.address_line1, self.address_line2, self.postal_code, self.city, self.state, self.country.code
-        )
+        city_line = " ".join(p for p in (self.postal_code, self.city, self.state) if p)
+        parts = [self.address_line1, self.address_line2, city_line, self.country.name]
+        return [p for p in parts if p]
 
 
 def currency_is_three_letters(field: str) -> models.CheckConstraint:

@@ -46,7 +46,7 @@ LOCKED_COLUMNS = [
 
 
 def _address(row) -> str:
-    """As subscriptions.models.address_lines prints it (frozen here, as migrations must be)."""
+    """As invoicing.parties prints it (frozen here, as migrations must be)."""
     country = str(row.country or "")
     city_line = " ".join(p for p in (row.postal_code, row.city, row.state) if p)
     with translation.override("en"):

@@ -2,21 +2,23 @@
 when the invoice was issued (a snapshot on the invoice), whatever happens to their rows later."""
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib import import_module
 
 import pytest
+import requests
 from django.apps import apps
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from pypdf import PdfReader
 
 from invoicing.generator import InvoiceGenerator
-from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice
+from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, TaxRate
 from invoicing.services import finalize_invoice
 from subscriptions.models import Customer, Organization, Subscription
 from subscriptions.services import create_api_key
+from tests.api.test_live_server import server  # noqa: F401 (the live gunicorn fixture)
 from tests.factories import ChargeFactory, CustomerFactory, OrganizationFactory, SubscriptionFactory
 from tests.hostile.admin_forms import post_change
 
@@ -181,3 +183,36 @@ def test_the_data_migration_fills_the_snapshot_of_existing_invoices_from_their_r
         "NL",
         "second",
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_over_http_the_pdf_of_a_finalized_invoice_is_unchanged_after_renames(server):  # noqa: F811
+    """The review's reproduction on gunicorn: finalize, download the PDF, rename the customer and
+    the seller (API-less: SQL, as the review did), download again."""
+    # An earlier transactional test may have flushed the rates the data migration seeded.
+    for country in ("DE", "NL"):
+        TaxRate.objects.get_or_create(
+            country=country, region="", valid_from=date(2007, 1, 1), defaults={"rate": 19}
+        )
+    invoice = issue_invoice()
+    seller = Organization.objects.get(slug="seller")
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {create_api_key(seller)[1]}"
+
+    def download() -> str:
+        answer = http.get(f"{server}/invoices/{invoice.id}/pdf", timeout=60)
+        assert answer.status_code == 200, answer.text[:300]
+        return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(answer.content)).pages)
+
+    before = download()
+    assert "Original Customer Ltd" in before and "Original Seller GmbH" in before
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE subscriptions_customer SET name = 'RENAMED CUSTOMER LTD', tax_id = 'NL1', "
+            "address_line1 = 'Elsewhere 9'"
+        )
+        cursor.execute("UPDATE subscriptions_organization SET name = 'Renamed Seller AG', tax_id = 'DE9'")
+    after = download()
+    assert after == before
+    assert "RENAMED" not in after and "Renamed" not in after
