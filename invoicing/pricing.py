@@ -75,30 +75,3 @@ def price_period(subscription, charges, period, quantities: dict, tax: tuple[Dec
         [line.amount for line in draft.lines], draft.tax_rate, currency
     )
     return draft
-
-
-# What the invoice columns hold (invoicing.models: MONEY is 19 digits with 4 places, a line's
-# quantity 30 digits with 10 places). PostgreSQL refuses more ("numeric field overflow", for the
-# whole batch, naming no line); SQLite would store it. Checked before anything is written.
-LARGEST_AMOUNT = Decimal(10) ** 15
-LARGEST_QUANTITY = Decimal(10) ** 20
-
-
-class UnbillableAmount(ValueError):
-    """Usage that yields a quantity or an amount an invoice cannot hold."""
-
-
-def check_storable(lines, total: Decimal, currency: str) -> None:
-    """`lines`: LineDrafts or stored line items (description, quantity, amount)."""
-    for line in lines:
-        if abs(line.quantity) >= LARGEST_QUANTITY:
-            raise UnbillableAmount(
-                f"usage '{line.description}' quantity {line.quantity:f} has more than 20 integer digits"
-            )
-        if abs(line.amount) >= LARGEST_AMOUNT:
-            raise UnbillableAmount(
-                f"usage '{line.description}' amount {line.amount:f} {currency} is larger than an invoice "
-                "holds (below 10^15)"
-            )
-    if abs(total) >= LARGEST_AMOUNT:
-        raise UnbillableAmount(f"total {total:f} {currency} is larger than an invoice holds (below 10^15)")

@@ -14,7 +14,7 @@ from django.utils import timezone
 from invoicing import money
 from invoicing.generator import one_line_reason, transaction_broken
 from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
-from invoicing.pricing import UnbillableAmount, check_storable, totals
+from invoicing.pricing import totals
 from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import drafts_due_for_finalization
 from invoicing.worker_log import run_logger
@@ -31,6 +31,11 @@ ALLOWED = {
     "mark_paid": {Invoice.Status.FINALIZED},
 }
 _ALREADY = {Invoice.Status.FINALIZED: "finalized", Invoice.Status.PAID: "paid", Invoice.Status.VOID: "void"}
+
+
+class UnbillableDraft(InvoiceStateError):
+    """A refreshed draft whose usage yields a quantity or an amount its columns cannot hold: it
+    cannot be finalized as it is (the API answers 409, the admin shows the reason)."""
 
 
 def _check(invoice: Invoice, action: str) -> None:
@@ -77,21 +82,26 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
                         subscription_id=invoice.subscription_id,
                     )
                 )
-    for line, quantity in zip(usage_lines, aggregate_usage(questions), strict=True):
-        line.quantity = quantity
-        line.amount = money.multiply(quantity, line.unit_price, line.invoice.currency)
-
     changed = []
-    touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
-    for invoice in invoices:
-        invoice.updated_at = touched
-        old_total = invoice.total
-        invoice.subtotal, invoice.tax_amount, invoice.total = totals(
-            [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
-        )
-        _check_storable(invoice)  # before any write, with a reason that names the line
-        if invoice.total != old_total:
-            changed.append((invoice, old_total))
+    # Priced before any write: an amount no invoice can hold is refused with a reason naming the
+    # line, instead of `numeric field overflow` for the whole batch.
+    try:
+        for line, quantity in zip(usage_lines, aggregate_usage(questions), strict=True):
+            line.quantity = quantity
+            line.amount = money.multiply(
+                quantity, line.unit_price, line.invoice.currency, f"usage '{line.description}'"
+            )
+        touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
+        for invoice in invoices:
+            invoice.updated_at = touched
+            old_total = invoice.total
+            invoice.subtotal, invoice.tax_amount, invoice.total = totals(
+                [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
+            )
+            if invoice.total != old_total:
+                changed.append((invoice, old_total))
+    except money.AmountTooLarge as exc:
+        raise UnbillableDraft(str(exc)) from exc
     InvoiceLineItem.objects.bulk_update(usage_lines, ["quantity", "amount"])
     Invoice.objects.bulk_update(invoices, ["subtotal", "tax_amount", "total", "updated_at"])
     return changed
@@ -141,20 +151,6 @@ class FinalizeResult:
     refreshed: list[tuple[Invoice, object]] = field(default_factory=list)
     # (invoice, one-line reason) of each draft that could not be finalized; it stays a DRAFT.
     failures: list[tuple[Invoice, str]] = field(default_factory=list)
-
-
-class UnbillableDraft(InvoiceStateError):
-    """A refreshed draft whose usage yields a quantity or an amount its columns cannot hold: it
-    cannot be finalized as it is (the API answers 409, the admin shows the reason)."""
-
-
-def _check_storable(invoice: Invoice) -> None:
-    """Say which line is too large instead of letting the database refuse the whole batch with
-    `numeric field overflow` (PostgreSQL) or an unnamed decimal error (SQLite)."""
-    try:
-        check_storable(invoice.line_items.all(), invoice.total, invoice.currency)
-    except UnbillableAmount as exc:
-        raise UnbillableDraft(str(exc)) from exc
 
 
 def _finalize(invoices: list[Invoice], now: datetime) -> list[tuple[Invoice, object]]:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('invoicing', '0007_invoice_belongs_to_its_subscription'),
+        ('invoicing', '0009_draft_leaves_only_for_finalized_or_void'),
     ]
 
     operations = [

@@ -82,7 +82,7 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
         code="avg",
         timestamp=utc(2026, 10, 15),
         received_at=NOV_1 + timedelta(minutes=30),
-        properties={"v": "99999999999999999999"},
+        properties={"v": "999999999999999"},  # accepted: below 10^15; x 100000000 is not billable
     )
 
     for _ in range(2):  # run after run: the other drafts are not held up, the bad one still fails
@@ -96,9 +96,7 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
         failures = [line for line in worker_lines if "❌" in line]
         assert len(failures) == 1
         assert f"❌ Failed {bad.number} | customer=Poisoned | error=" in failures[0]
-        # SQLite averages in floating point (99999999999999999999 -> 1E+20, too many digits for the
-        # quantity column); PostgreSQL exactly (the amount is then too large): either way, named.
-        assert "error=UnbillableDraft: usage 'Avg' " in failures[0]
+        assert "error=UnbillableDraft: usage 'Avg': 999999999999999 x 100000000 = " in failures[0]
         run = WorkerRun.objects.filter(worker="invoice_finalizer").order_by("-id").first()
         assert (run.status, run.failed) == (WorkerRun.Status.SUCCEEDED, 1)
     assert run.successful == 0 and run.processed == 1  # the 25 were finalized by the first run
@@ -106,14 +104,14 @@ def test_d1_a_draft_whose_late_usage_cannot_be_billed_fails_alone(worker_lines):
     # Finalizing it by hand says why too: a 409, not a 500.
     answer = client_for(org).post(f"/api/v1/invoices/{bad.id}/finalize")
     assert answer.status_code == 409
-    assert answer.json()["detail"].startswith("usage 'Avg' ")
+    assert answer.json()["detail"].startswith("usage 'Avg': ")
     assert Invoice.objects.get(id=bad.id).status == Invoice.Status.DRAFT
 
 
 @pytest.mark.django_db
 def test_d1_the_run_fails_a_subscription_whose_usage_an_invoice_cannot_hold(worker_lines):
-    """Two SUM events of 99999999999999999999: PostgreSQL refused the batch naming no line, SQLite
-    stored a quantity the column cannot hold."""
+    """Two SUM events of 999999999999999 (each accepted) add up to an amount no invoice holds:
+    PostgreSQL refused the batch naming no line, SQLite stored what the column cannot hold."""
     org = OrganizationFactory()
     gb = MeterFactory(organization=org, code="gb", aggregation_type="SUM", field_name="gb")
     plan = PlanFactory(organization=org)
@@ -128,14 +126,14 @@ def test_d1_the_run_fails_a_subscription_whose_usage_an_invoice_cannot_hold(work
             organization=org,
             code="gb",
             timestamp=utc(2026, 10, 5),
-            properties={"gb": "99999999999999999999"},
+            properties={"gb": "999999999999999"},
         )
     result = InvoiceGenerator().process_due_subscriptions(NOV_1 + timedelta(hours=1))
     assert (result.successful, result.failed) == (1, 1)
     assert not big.invoices.exists() and fine.invoices.count() == 1
     assert (
-        f"❌ Failed {big.external_id} | customer={big.customer.name} | error=UnbillableAmount: usage 'GB' "
-        in " ".join(worker_lines)
+        f"❌ Failed {big.external_id} | customer={big.customer.name} | "
+        "error=AmountTooLarge: GB: 1999999999999998 x 1 = " in " ".join(worker_lines)
     )
 
 
