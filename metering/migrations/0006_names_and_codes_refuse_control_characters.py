@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('metering', '0004_foreign_keys_indexed_by_unique_constraints'),
+        ('metering', '0005_bind_unbound_events'),
     ]
 
     operations = [
