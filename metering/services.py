@@ -110,68 +110,93 @@ def _ingest_chunk(organization, payloads, now, results) -> None:
 
 
 class _Lookup:
-    """Everything the batch refers to, read with one query per kind. Raw SQL with `= ANY(array)` on
-    PostgreSQL: for a batch naming hundreds of customers it is ten times cheaper than an ORM IN list."""
+    """Everything the chunk refers to -- its meters, its customers, the subscriptions it names and
+    the active subscriptions charging each (customer, meter) -- read with ONE statement, a UNION ALL
+    of four selects: a single-event POST costs round trips and statement overhead, not rows, and
+    a 1000-event batch reads the same rows as with four statements. Raw SQL with `= ANY(array)`
+    on PostgreSQL: for a batch naming hundreds of customers it is ten times cheaper than an ORM IN
+    list."""
 
     def __init__(self, organization, payloads):
-        customer_refs = _strings(payloads, "external_customer_id")
-        subscription_refs = _strings(payloads, "external_subscription_id")
-        self.meters = {
-            m.code: m
-            for m in Meter.objects.filter(organization=organization, code__in=_strings(payloads, "code"))
-        }
-        self.customers = dict(
-            _rows(
-                f"SELECT external_id, id FROM {_table(Customer)} WHERE organization_id = %s AND ",
-                [organization.id],
-                "external_id",
-                customer_refs,
-            )
-        )
-        self.subscriptions = {
-            external_id: (sub_id, customer_id)
-            for external_id, sub_id, customer_id in _rows(
-                f"SELECT external_id, id, customer_id FROM {_table(Subscription)} "
-                "WHERE organization_id = %s AND ",
-                [organization.id],
-                "external_id",
-                subscription_refs,
-            )
-        }
+        self.meters: dict[str, Meter] = {}
+        self.customers: dict[str, int] = {}
+        # external_id -> (subscription id, customer id)
+        self.subscriptions: dict[str, tuple[int, int]] = {}
         # (customer id, meter id) -> ids of the customer's active subscriptions charging that meter
         self.charging: dict = {}
-        meter_ids = [m.id for m in self.meters.values()]
-        if meter_ids and self.customers:
-            rows = _rows(
-                f"SELECT s.customer_id, c.meter_id, s.id FROM {_table(Subscription)} s "
-                f"JOIN {_table(Charge)} c ON c.plan_id = s.plan_id "
-                "WHERE s.organization_id = %s AND s.status = %s AND c.meter_id IN ("
-                + ", ".join(["%s"] * len(meter_ids))
-                + ") AND ",
-                [organization.id, Subscription.Status.ACTIVE, *meter_ids],
-                "s.customer_id",
-                list(self.customers.values()),
-            )
-            for customer_id, meter_id, subscription_id in rows:
-                self.charging.setdefault((customer_id, meter_id), set()).add(subscription_id)
+        codes = list(_strings(payloads, "code"))
+        customer_refs = list(_strings(payloads, "external_customer_id"))
+        subscription_refs = list(_strings(payloads, "external_subscription_id"))
+        if not (codes or customer_refs or subscription_refs):
+            return
+        org = organization.id
+        meter_codes, meter_params = _one_of("code", codes)
+        customer_ids, customer_params = _one_of("external_id", customer_refs)
+        subscription_ids, subscription_params = _one_of("external_id", subscription_refs)
+        charging_customers, charging_customer_params = _one_of("cu.external_id", customer_refs)
+        charging_codes, charging_code_params = _one_of("m.code", codes)
+        sql = (
+            "SELECT 'm', code, id, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), aggregation_type, field_name "
+            f"FROM {_table(Meter)} WHERE organization_id = %s AND {meter_codes} "
+            "UNION ALL "
+            "SELECT 'c', external_id, id, NULL, NULL, NULL, NULL "
+            f"FROM {_table(Customer)} WHERE organization_id = %s AND {customer_ids} "
+            "UNION ALL "
+            "SELECT 's', external_id, id, customer_id, NULL, NULL, NULL "
+            f"FROM {_table(Subscription)} WHERE organization_id = %s AND {subscription_ids} "
+            "UNION ALL "
+            "SELECT 'x', NULL, s.id, s.customer_id, ch.meter_id, NULL, NULL "
+            f"FROM {_table(Subscription)} s JOIN {_table(Charge)} ch ON ch.plan_id = s.plan_id "
+            f"JOIN {_table(Customer)} cu ON cu.id = s.customer_id "
+            f"JOIN {_table(Meter)} m ON m.id = ch.meter_id "
+            "WHERE s.organization_id = %s AND s.status = %s AND cu.organization_id = %s "
+            f"AND {charging_customers} AND m.organization_id = %s AND {charging_codes}"
+        )
+        params = [
+            org,
+            *meter_params,
+            org,
+            *customer_params,
+            org,
+            *subscription_params,
+            org,
+            Subscription.Status.ACTIVE,
+            org,
+            *charging_customer_params,
+            org,
+            *charging_code_params,
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        for kind, key, row_id, ref, meter_id, aggregation_type, field_name in rows:
+            if kind == "m":
+                self.meters[key] = Meter(
+                    id=row_id,
+                    organization_id=org,
+                    code=key,
+                    aggregation_type=aggregation_type,
+                    field_name=field_name,
+                )
+            elif kind == "c":
+                self.customers[key] = row_id
+            elif kind == "s":
+                self.subscriptions[key] = (row_id, ref)
+            else:
+                self.charging.setdefault((ref, meter_id), set()).add(row_id)
+
+
+def _one_of(column: str, values: list) -> tuple[str, list]:
+    """SQL and parameters for "<column> is one of values"."""
+    if not values:
+        return "1 = 0", []
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [values]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
-
-
-def _rows(sql: str, params: list, column: str, values) -> list[tuple]:
-    """Runs `sql` + "<column> is one of values"."""
-    values = list(values)
-    if not values:
-        return []
-    if connection.vendor == "postgresql":
-        sql, params = sql + f"{column} = ANY(%s)", [*params, values]
-    else:
-        sql, params = sql + f"{column} IN ({', '.join(['%s'] * len(values))})", [*params, *values]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 def _check(payload, now, lookup: _Lookup) -> tuple:
