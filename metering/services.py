@@ -110,11 +110,13 @@ def _ingest_chunk(organization, payloads, now, results) -> None:
 
 
 class _Lookup:
-    """Everything the chunk refers to -- its meters, its customers, the subscriptions it names and
-    the active subscriptions charging each (customer, meter) -- read with ONE statement, a UNION ALL
-    of four selects: a single-event POST costs round trips and statement overhead, not rows, and
-    a 1000-event batch reads the same rows as with four statements. Raw SQL with `= ANY(array)`
-    on PostgreSQL: for a batch naming hundreds of customers it is ten times cheaper than an ORM IN
+    """Everything the chunk refers to, in two statements: its meters, customers and named
+    subscriptions in one (a UNION ALL of three index lookups), then the active subscriptions
+    charging each (customer, meter). A single-event POST pays in round trips, not rows; a
+    1000-event batch reads the same rows as with one statement per kind. The charging query takes
+    the customer ids, not their external ids: joined to the customers inside the first statement it
+    was three times slower for a batch naming 1000 customers. Raw SQL with `= ANY(array)` on
+    PostgreSQL: for a batch naming hundreds of customers it is ten times cheaper than an ORM IN
     list."""
 
     def __init__(self, organization, payloads):
@@ -133,43 +135,22 @@ class _Lookup:
         meter_codes, meter_params = _one_of("code", codes)
         customer_ids, customer_params = _one_of("external_id", customer_refs)
         subscription_ids, subscription_params = _one_of("external_id", subscription_refs)
-        charging_customers, charging_customer_params = _one_of("cu.external_id", customer_refs)
-        charging_codes, charging_code_params = _one_of("m.code", codes)
         sql = (
-            "SELECT 'm', code, id, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), aggregation_type, field_name "
+            f"WITH cu AS (SELECT id, external_id FROM {_table(Customer)} "
+            f"WHERE organization_id = %s AND {customer_ids}) "
+            "SELECT 'm', code, id, CAST(NULL AS BIGINT), aggregation_type, field_name "
             f"FROM {_table(Meter)} WHERE organization_id = %s AND {meter_codes} "
             "UNION ALL "
-            "SELECT 'c', external_id, id, NULL, NULL, NULL, NULL "
-            f"FROM {_table(Customer)} WHERE organization_id = %s AND {customer_ids} "
+            "SELECT 'c', external_id, id, NULL, NULL, NULL FROM cu "
             "UNION ALL "
-            "SELECT 's', external_id, id, customer_id, NULL, NULL, NULL "
-            f"FROM {_table(Subscription)} WHERE organization_id = %s AND {subscription_ids} "
-            "UNION ALL "
-            "SELECT 'x', NULL, s.id, s.customer_id, ch.meter_id, NULL, NULL "
-            f"FROM {_table(Subscription)} s JOIN {_table(Charge)} ch ON ch.plan_id = s.plan_id "
-            f"JOIN {_table(Customer)} cu ON cu.id = s.customer_id "
-            f"JOIN {_table(Meter)} m ON m.id = ch.meter_id "
-            "WHERE s.organization_id = %s AND s.status = %s AND cu.organization_id = %s "
-            f"AND {charging_customers} AND m.organization_id = %s AND {charging_codes}"
+            "SELECT 's', external_id, id, customer_id, NULL, NULL "
+            f"FROM {_table(Subscription)} WHERE organization_id = %s AND {subscription_ids}"
         )
-        params = [
-            org,
-            *meter_params,
-            org,
-            *customer_params,
-            org,
-            *subscription_params,
-            org,
-            Subscription.Status.ACTIVE,
-            org,
-            *charging_customer_params,
-            org,
-            *charging_code_params,
-        ]
+        params = [org, *customer_params, org, *meter_params, org, *subscription_params]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        for kind, key, row_id, ref, meter_id, aggregation_type, field_name in rows:
+        for kind, key, row_id, customer_id, aggregation_type, field_name in rows:
             if kind == "m":
                 self.meters[key] = Meter(
                     id=row_id,
@@ -180,10 +161,21 @@ class _Lookup:
                 )
             elif kind == "c":
                 self.customers[key] = row_id
-            elif kind == "s":
-                self.subscriptions[key] = (row_id, ref)
             else:
-                self.charging.setdefault((ref, meter_id), set()).add(row_id)
+                self.subscriptions[key] = (row_id, customer_id)
+        if not (self.meters and self.customers):
+            return
+        meter_ids, meter_id_params = _one_of("c.meter_id", [m.id for m in self.meters.values()])
+        charged, charged_params = _one_of("s.customer_id", list(self.customers.values()))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT s.customer_id, c.meter_id, s.id FROM {_table(Subscription)} s "
+                f"JOIN {_table(Charge)} c ON c.plan_id = s.plan_id "
+                f"WHERE s.organization_id = %s AND s.status = %s AND {meter_ids} AND {charged}",
+                [org, Subscription.Status.ACTIVE, *meter_id_params, *charged_params],
+            )
+            for customer_id, meter_id, subscription_id in cursor.fetchall():
+                self.charging.setdefault((customer_id, meter_id), set()).add(subscription_id)
 
 
 def _one_of(column: str, values: list) -> tuple[str, list]:
