@@ -119,53 +119,76 @@ def _ingest_locked_chunk(organization, payloads, now, results) -> None:
 
 
 class _Lookup:
-    """Everything the batch refers to, read with one query per kind. Raw SQL with `= ANY(array)` on
-    PostgreSQL: for a batch naming hundreds of customers it is ten times cheaper than an ORM IN list."""
+    """Everything the chunk refers to, in two statements: its meters, customers and named
+    subscriptions in one (a UNION ALL of three index lookups), then the active subscriptions
+    charging each (customer, meter). A single-event POST pays in round trips, not rows; a
+    1000-event batch reads the same rows as with one statement per kind. The charging query takes
+    the customer ids, not their external ids: joined to the customers inside the first statement it
+    was three times slower for a batch naming 1000 customers. Raw SQL with `= ANY(array)` on
+    PostgreSQL: for a batch naming hundreds of customers it is ten times cheaper than an ORM IN
+    list."""
 
     def __init__(self, organization, payloads):
-        customer_refs = _strings(payloads, "external_customer_id")
-        subscription_refs = _strings(payloads, "external_subscription_id")
-        self.meters = {
-            m.code: m
-            for m in Meter.objects.filter(organization=organization, code__in=_strings(payloads, "code"))
-        }
-        # FOR KEY SHARE is what the foreign key check of the INSERT takes anyway; taken here, before
-        # the subscriptions are read, it makes the binding below see every committed subscription.
-        self.customers = dict(
-            _rows(
-                f"SELECT external_id, id FROM {_table(Customer)} WHERE organization_id = %s AND ",
-                [organization.id],
-                "external_id",
-                customer_refs,
-                suffix=" ORDER BY id FOR KEY SHARE" if connection.vendor == "postgresql" else "",
-            )
-        )
-        self.subscriptions = {
-            external_id: (sub_id, customer_id)
-            for external_id, sub_id, customer_id in _rows(
-                f"SELECT external_id, id, customer_id FROM {_table(Subscription)} "
-                "WHERE organization_id = %s AND ",
-                [organization.id],
-                "external_id",
-                subscription_refs,
-            )
-        }
+        self.meters: dict[str, Meter] = {}
+        self.customers: dict[str, int] = {}
+        # external_id -> (subscription id, customer id)
+        self.subscriptions: dict[str, tuple[int, int]] = {}
         # (customer id, meter id) -> {id: billing anchor} of the customer's active subscriptions
         # charging that meter
         self.charging: dict[tuple[int, int], dict[int, datetime]] = {}
-        meter_ids = [m.id for m in self.meters.values()]
-        if meter_ids and self.customers:
-            rows = _rows(
+        codes = list(_strings(payloads, "code"))
+        customer_refs = list(_strings(payloads, "external_customer_id"))
+        subscription_refs = list(_strings(payloads, "external_subscription_id"))
+        if not (codes or customer_refs or subscription_refs):
+            return
+        org = organization.id
+        meter_codes, meter_params = _one_of("code", codes)
+        customer_ids, customer_params = _one_of("external_id", customer_refs)
+        subscription_ids, subscription_params = _one_of("external_id", subscription_refs)
+        # FOR KEY SHARE is what the foreign key check of the INSERT takes anyway; taken here, before
+        # the charging subscriptions are read (the next statement), it makes the binding see every
+        # committed subscription: start_subscription locks the customer FOR UPDATE (D2).
+        key_share = " ORDER BY id FOR KEY SHARE" if connection.vendor == "postgresql" else ""
+        sql = (
+            f"WITH cu AS (SELECT id, external_id FROM {_table(Customer)} "
+            f"WHERE organization_id = %s AND {customer_ids}{key_share}) "
+            "SELECT 'm', code, id, CAST(NULL AS BIGINT), aggregation_type, field_name "
+            f"FROM {_table(Meter)} WHERE organization_id = %s AND {meter_codes} "
+            "UNION ALL "
+            "SELECT 'c', external_id, id, NULL, NULL, NULL FROM cu "
+            "UNION ALL "
+            "SELECT 's', external_id, id, customer_id, NULL, NULL "
+            f"FROM {_table(Subscription)} WHERE organization_id = %s AND {subscription_ids}"
+        )
+        params = [org, *customer_params, org, *meter_params, org, *subscription_params]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        for kind, key, row_id, customer_id, aggregation_type, field_name in rows:
+            if kind == "m":
+                self.meters[key] = Meter(
+                    id=row_id,
+                    organization_id=org,
+                    code=key,
+                    aggregation_type=aggregation_type,
+                    field_name=field_name,
+                )
+            elif kind == "c":
+                self.customers[key] = row_id
+            else:
+                self.subscriptions[key] = (row_id, customer_id)
+        if not (self.meters and self.customers):
+            return
+        meter_ids, meter_id_params = _one_of("c.meter_id", [m.id for m in self.meters.values()])
+        charged, charged_params = _one_of("s.customer_id", list(self.customers.values()))
+        with connection.cursor() as cursor:
+            cursor.execute(
                 f"SELECT s.customer_id, c.meter_id, s.id, s.billing_anchor FROM {_table(Subscription)} s "
                 f"JOIN {_table(Charge)} c ON c.plan_id = s.plan_id "
-                "WHERE s.organization_id = %s AND s.status = %s AND c.meter_id IN ("
-                + ", ".join(["%s"] * len(meter_ids))
-                + ") AND ",
-                [organization.id, Subscription.Status.ACTIVE, *meter_ids],
-                "s.customer_id",
-                list(self.customers.values()),
+                f"WHERE s.organization_id = %s AND s.status = %s AND {meter_ids} AND {charged}",
+                [org, Subscription.Status.ACTIVE, *meter_id_params, *charged_params],
             )
-            for customer_id, meter_id, subscription_id, anchor in rows:
+            for customer_id, meter_id, subscription_id, anchor in cursor.fetchall():
                 if isinstance(anchor, str):
                     anchor = parse_datetime(anchor)
                 if anchor.tzinfo is None:  # SQLite stores UTC without an offset
@@ -173,22 +196,17 @@ class _Lookup:
                 self.charging.setdefault((customer_id, meter_id), {})[subscription_id] = anchor
 
 
+def _one_of(column: str, values: list) -> tuple[str, list]:
+    """SQL and parameters for "<column> is one of values"."""
+    if not values:
+        return "1 = 0", []
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [values]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
-
-
-def _rows(sql: str, params: list, column: str, values, suffix: str = "") -> list[tuple]:
-    """Runs `sql` + "<column> is one of values" + suffix."""
-    values = list(values)
-    if not values:
-        return []
-    if connection.vendor == "postgresql":
-        sql, params = sql + f"{column} = ANY(%s)" + suffix, [*params, values]
-    else:
-        sql, params = sql + f"{column} IN ({', '.join(['%s'] * len(values))})" + suffix, [*params, *values]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 def _check(payload, now, lookup: _Lookup) -> tuple:
