@@ -210,6 +210,46 @@ CRONTAB_LOCK_JOBS = False
 LOGGING["loggers"]["django_crontab"] = {"handlers": ["cron_console"], "level": "INFO", "propagate": False}
 LOGGING["handlers"]["cron_console"] = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
 
+# -- Operations: errors (hostile review D7) ---------------------------------------------------------
+# Every unexpected exception is logged with its traceback: Django's own (`django.request`, a 500 it
+# answered) and the API's (api.errors: a bug answered as a JSON 500, a database outage as a JSON 503)
+# reach the root logger, which writes ERROR and above to stderr (gunicorn's error log, the console)
+# and to LOG_DIR/errors.log. The worker loggers keep their own handlers and do not propagate.
+LOGGING["formatters"]["errors"] = {
+    "()": "invoicing.worker_log.UTCISOFormatter",
+    "format": "%(asctime)s [%(levelname)s] %(name)s pid=%(process)d | %(message)s",
+}
+LOGGING["handlers"]["errors_console"] = {
+    "class": "logging.StreamHandler",
+    "stream": "ext://sys.stderr",
+    "formatter": "errors",
+    "level": "ERROR",
+}
+LOGGING["handlers"]["errors_file"] = {
+    "class": "logging.handlers.RotatingFileHandler",
+    "filename": str(LOG_DIR / "errors.log"),
+    "maxBytes": 10 * 1024 * 1024,
+    "backupCount": 5,
+    "encoding": "utf-8",
+    "delay": True,
+    "formatter": "errors",
+    "level": "ERROR",
+}
+LOGGING["root"] = {"handlers": ["errors_console", "errors_file"], "level": "WARNING"}
+# Sentry when SENTRY_DSN is set (nothing is sent otherwise): Django's integration reports unhandled
+# exceptions and api.errors sends the same signal for the ones it answers; ERROR log lines with a
+# traceback elsewhere (the workers' included) become events through the logging integration.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        send_default_pii=False,  # no API keys, customer names or bodies leave the host
+        traces_sample_rate=0,
+    )
+
 # -- Operations: security (manage.py check --deploy is clean with DEBUG=False) ---------------------
 # Each setting can be switched by the environment; with DEBUG off the defaults are the safe ones.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)

@@ -1,0 +1,234 @@
+"""Hostile review (2026-11-29), the API findings: D4, D5a/b, D7, D17, D18, D20 (stored answers), D21.
+
+Live-server tests start gunicorn in a subprocess on a free loopback port, as the review did."""
+
+import gzip
+import http.server
+import json
+import logging
+import logging.handlers
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from subscriptions.services import create_api_key
+from tests.api.conftest import client_for
+from tests.factories import OrganizationFactory, SubscriptionFactory
+
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+test_database_url.__test__ = False
+
+
+class Gunicorn:
+    def __init__(self, database_url, log_dir, workers=2, extra_env=None):
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.stderr = open(log_dir / "gunicorn.err", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [GUNICORN, "billing_project.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(workers), "--log-level", "warning", "--timeout", "120"],
+            cwd=settings.BASE_DIR,
+            stderr=self.stderr,
+            env={**os.environ, "DATABASE_URL": database_url, "DEBUG": "False", "SECRET_KEY": "live-test-key",
+                 "ALLOWED_HOSTS": "127.0.0.1", "LOG_DIR": str(log_dir), "SECURE_SSL_REDIRECT": "False",
+                 **(extra_env or {})},
+        )  # fmt: skip
+        self.base = f"http://127.0.0.1:{self.port}/api/v1"
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert self.process.poll() is None, "gunicorn exited: " + self.errors()
+                time.sleep(0.2)
+        raise AssertionError("gunicorn did not start")
+
+    def errors(self) -> str:
+        self.stderr.flush()
+        return (self.log_dir / "gunicorn.err").read_text(errors="replace")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.stderr.close()
+
+
+@pytest.fixture
+def live(transactional_db, tmp_path):
+    server = Gunicorn(test_database_url(), tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_key(live):
+    org = OrganizationFactory(slug="hostile-api", country="DE")
+    return {"Authorization": f"Bearer {create_api_key(org)[1]}"}
+
+
+@pytest.fixture
+def org(db):
+    return OrganizationFactory(slug="acme-billing", name="Acme Billing GmbH", country="DE")
+
+
+@pytest.fixture
+def api(org):
+    return client_for(org)
+
+
+def closed_port() -> int:
+    return free_port()  # bound, then released: nothing listens there
+
+
+# -- D7: a database outage is a JSON 503; every 500 is JSON and logged with its traceback --------------
+
+
+@pytest.mark.slow
+def test_d7_database_outage_is_a_json_503_on_every_api_endpoint(tmp_path):
+    server = Gunicorn(f"postgres://postgres@127.0.0.1:{closed_port()}/nowhere", tmp_path)
+    try:
+        key = {"Authorization": "Bearer bk_anything"}
+        for method, path, body in [
+            ("GET", "/customers", None),
+            ("GET", "/invoices", None),
+            ("GET", "/invoices/1/pdf", None),
+            ("POST", "/events", {"transaction_id": "t1"}),
+            ("POST", "/customers", {"external_id": "c"}),
+        ]:
+            answer = requests.request(method, server.base + path, json=body, headers=key, timeout=30)
+            assert answer.status_code == 503, (path, answer.status_code, answer.text[:200])
+            assert answer.headers["Content-Type"] == "application/json", path
+            assert answer.json()["detail"].startswith("database unavailable"), path
+            assert answer.headers["Retry-After"] == "30"
+        # The outage is logged, with its traceback, on the server's stderr and in LOG_DIR/errors.log.
+        time.sleep(0.5)
+        stderr = server.errors()
+        assert "OperationalError" in stderr and "Traceback (most recent call last)" in stderr, stderr[-2000:]
+        logged = (tmp_path / "errors.log").read_text()
+        assert "Traceback (most recent call last)" in logged and "/api/v1/customers" in logged
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def errors_log(tmp_path):
+    """The configured errors file handler, moved into tmp_path for this test."""
+    root = logging.getLogger()
+    handlers = [h for h in root.handlers if isinstance(h, logging.handlers.RotatingFileHandler)]
+    assert handlers, "no errors file handler on the root logger"
+    moved = []
+    for handler in handlers:
+        handler.close()
+        moved.append((handler, handler.baseFilename))
+        handler.baseFilename = str(tmp_path / "errors.log")
+    yield tmp_path / "errors.log"
+    for handler, original in moved:
+        handler.close()
+        handler.baseFilename = original
+
+
+def test_d7_an_unexpected_exception_is_a_json_500_logged_with_its_traceback(
+    api, org, monkeypatch, errors_log, caplog
+):
+    sub = SubscriptionFactory(customer__organization=org)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom from a hostile test")
+
+    monkeypatch.setattr("api.views.upcoming_invoice", broken)
+    api.raise_request_exception = False
+    answer = api.get(f"/api/v1/subscriptions/{sub.id}/upcoming-invoice")
+    assert answer.status_code == 500
+    assert answer["Content-Type"] == "application/json"
+    assert answer.json() == {"detail": "internal server error; it has been logged"}
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "django.request" and record.exc_info[0] is RuntimeError
+    logged = errors_log.read_text()
+    assert "Traceback (most recent call last)" in logged and "boom from a hostile test" in logged
+
+
+def test_d7_handler500_answers_json_under_api_and_html_elsewhere(rf):
+    from django.db import OperationalError
+    from django.utils.module_loading import import_string
+
+    from billing_project import urls
+
+    handler = import_string(urls.handler500)
+    answer = handler(rf.get("/api/v1/customers"))
+    assert (answer.status_code, answer["Content-Type"]) == (500, "application/json")
+    assert json.loads(answer.content) == {"detail": "internal server error; it has been logged"}
+    try:
+        raise OperationalError("connection refused")
+    except OperationalError:
+        answer = handler(rf.get("/api/v1/nothing"))
+    assert answer.status_code == 503
+    assert json.loads(answer.content)["detail"].startswith("database unavailable")
+    assert handler(rf.get("/admin/"))["Content-Type"].startswith("text/html")
+
+
+class _SentryIntake(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.received.append(body)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dsn_set", [True, False])
+def test_d7_errors_are_reported_to_sentry_only_when_a_dsn_is_set(tmp_path, dsn_set):
+    intake = http.server.HTTPServer(("127.0.0.1", 0), _SentryIntake)
+    _SentryIntake.received = []
+    threading.Thread(target=intake.serve_forever, daemon=True).start()
+    # A request during a database outage: answered 503 by the API, and reported.
+    script = (
+        "import django, sentry_sdk; django.setup()\n"
+        "from django.test import Client\n"
+        "client = Client(raise_request_exception=False)\n"
+        "answer = client.get('/api/v1/customers', HTTP_AUTHORIZATION='Bearer bk_x')\n"
+        "print(answer.status_code, sentry_sdk.is_initialized()); sentry_sdk.flush(5)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "billing_project.settings", "LOG_DIR": str(tmp_path),
+           "DATABASE_URL": f"postgres://postgres@127.0.0.1:{closed_port()}/nowhere"}  # fmt: skip
+    env.pop("SENTRY_DSN", None)
+    if dsn_set:
+        env["SENTRY_DSN"] = f"http://public@127.0.0.1:{intake.server_address[1]}/1"
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
+    )
+    intake.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"503 {dsn_set}"
+    if dsn_set:
+        assert any(b"OperationalError" in body for body in _SentryIntake.received)
+    else:
+        assert _SentryIntake.received == []
