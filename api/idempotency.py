@@ -13,10 +13,10 @@ from functools import wraps
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import status
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from api.models import IdempotencyKey
+from api.renderers import JSONRenderer
 
 HEADER = "Idempotency-Key"
 LIFETIME = timedelta(hours=24)

@@ -232,3 +232,105 @@ def test_d7_errors_are_reported_to_sentry_only_when_a_dsn_is_set(tmp_path, dsn_s
         assert any(b"OperationalError" in body for body in _SentryIntake.received)
     else:
         assert _SentryIntake.received == []
+
+
+# -- D5a: bodies nested too deeply; D5b: lone surrogates echoed in a 400 ------------------------------
+
+
+@pytest.fixture
+def objects(org):
+    from datetime import UTC, datetime
+
+    from invoicing.generator import InvoiceGenerator
+    from tests.factories import ChargeFactory, CustomerFactory, MeterFactory, PlanFactory
+
+    customer = CustomerFactory(organization=org, external_id="acme")
+    MeterFactory(organization=org, code="gb", aggregation_type="SUM", field_name="gb")
+    plan = PlanFactory(organization=org, code="pro")
+    ChargeFactory(plan=plan)
+    sub = SubscriptionFactory(customer=customer, plan=plan)
+    (invoice,) = InvoiceGenerator().process_subscription(sub.id, datetime(2025, 2, 1, tzinfo=UTC)).invoices
+    return {"sub": sub.id, "invoice": invoice.id}
+
+
+def body_reading_posts(objects):
+    sub = objects["sub"]
+    return ["/api/v1/customers", "/api/v1/meters", "/api/v1/plans", "/api/v1/subscriptions",
+            "/api/v1/events", f"/api/v1/subscriptions/{sub}/cancel"]  # fmt: skip
+
+
+def every_post(objects):
+    sub, invoice = objects["sub"], objects["invoice"]
+    return body_reading_posts(objects) + [
+        f"/api/v1/subscriptions/{sub}/generate-invoice",
+        f"/api/v1/invoices/{invoice}/finalize",
+        f"/api/v1/invoices/{invoice}/void",
+    ]
+
+
+def nested(depth: int) -> str:
+    return '{"events":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 5000, 100_000])
+def test_d5a_a_body_nested_too_deeply_is_a_400_on_every_endpoint(api, objects, depth):
+    for path in body_reading_posts(objects):
+        answer = api.post(path, nested(depth), content_type="application/json")
+        assert answer.status_code == 400, (path, depth, answer.status_code)
+        assert answer.json() == {"detail": "JSON nested too deeply: at most 64 levels of objects and lists"}
+    # The actions that read no body still parse it for an Idempotency-Key's fingerprint.
+    for path in every_post(objects):
+        answer = api.post(path, nested(depth), content_type="application/json", HTTP_IDEMPOTENCY_KEY="k")
+        assert answer.status_code == 400, (path, depth, answer.status_code)
+        assert answer.json()["detail"].startswith("JSON nested too deeply")
+
+
+def test_d5a_64_levels_are_parsed(api, objects):
+    answer = api.post("/api/v1/events", nested(64), content_type="application/json")
+    assert answer.status_code == 200 and "nested" not in json.dumps(answer.json())
+
+
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/v1/plans", {"code": "p1", "name": "x", "interval": LONE, "currency": "EUR",
+                           "charges": [{"charge_type": "FIXED", "unit_price": "1"}]}),
+        ("/api/v1/plans", {"code": "p1", "name": "x", "interval": "month", "currency": "EUR",
+                           "charges": [{"charge_type": LONE, "unit_price": "1"}]}),
+        ("/api/v1/plans", {"code": "p1", "name": "x", "interval": "month", "currency": "EUR",
+                           "charges": [{"charge_type": "FIXED", "pricing_model": LONE, "unit_price": "1"}]}),
+        ("/api/v1/meters", {"code": "m", "name": "M", "aggregation_type": LONE, "field_name": "v"}),
+        ("/api/v1/customers", {"external_id": "c", "name": "C", "address": {"country": LONE}}),
+    ],
+)  # fmt: skip
+def test_d5b_a_lone_surrogate_in_a_400_is_escaped_not_a_500(api, objects, path, body):
+    raw = json.dumps(body)  # ensure_ascii: the surrogate travels as the escape \ud800, as in the review
+    answer = api.post(path, raw, content_type="application/json")
+    assert answer.status_code == 400, (answer.status_code, answer.content[:300])
+    assert answer["Content-Type"] == "application/json"
+    text = answer.content.decode("utf-8")  # valid UTF-8
+    assert "\\\\ud800" in text or "ud800" not in text, text
+    json.loads(text)
+    # With an Idempotency-Key too (the key's fingerprint hashes the body).
+    keyed = api.post(path, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="lone")
+    assert (keyed.status_code, keyed.json()) == (400, answer.json())
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/v1/customers", {"external_id": "c", "name": LONE, "address": {"country": "DE"}}),
+        ("/api/v1/customers", {"external_id": LONE, "name": "C", "address": {"country": "DE"}}),
+        ("/api/v1/meters", {"code": "m", "name": LONE, "aggregation_type": "SUM", "field_name": "v"}),
+        ("/api/v1/plans", {"code": "p1", "name": LONE, "interval": "month", "currency": "EUR",
+                           "charges": [{"charge_type": "FIXED", "unit_price": "1", "description": LONE}]}),
+        ("/api/v1/subscriptions", {"customer": 1, "plan": "pro", "external_id": LONE}),
+    ],
+)  # fmt: skip
+def test_d5b_a_lone_surrogate_that_cannot_be_stored_is_a_400(api, objects, path, body):
+    answer = api.post(path, json.dumps(body), content_type="application/json")
+    assert answer.status_code == 400, (answer.status_code, answer.content[:300])
+    assert "Surrogate characters are not allowed" in answer.content.decode(), answer.content
