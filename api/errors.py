@@ -14,6 +14,7 @@ from django.core.signals import got_request_exception
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -124,6 +125,7 @@ def server_error(request):
     return JsonResponse({"detail": SERVER_ERROR_DETAIL}, status=500)
 
 
+@csrf_exempt  # an API request carries no CSRF token: the CSRF check would answer its HTML 403 page
 def not_found(request, *args, **kwargs):
     """Unknown paths under /api/v1/ answer JSON too."""
     return JsonResponse({"detail": f"no such endpoint: {request.path}"}, status=404)

@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a chunked body must be read (or refused) before anything looks at the request's body.
+    "api.middleware.ChunkedRequestBody",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the API docs' static files under gunicorn too, with no web server in front.
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -334,3 +334,80 @@ def test_d5b_a_lone_surrogate_that_cannot_be_stored_is_a_400(api, objects, path,
     answer = api.post(path, json.dumps(body), content_type="application/json")
     assert answer.status_code == 400, (answer.status_code, answer.content[:300])
     assert "Surrogate characters are not allowed" in answer.content.decode(), answer.content
+
+
+# -- D21: unknown API paths are a JSON 404, never the CSRF page; D17: chunked bodies ------------------
+
+
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
+def test_d21_an_unknown_api_path_is_a_json_404_with_csrf_checks_on(org, method):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_api_key(org)[1]}")
+    for path in ["/api/v1/coupons", "/api/v1/customers/1/delete", "/api/v1/"]:
+        answer = getattr(client, method)(path, {}, format="json")
+        assert (answer.status_code, answer["Content-Type"]) == (404, "application/json"), (method, path)
+        assert answer.json() == {"detail": f"no such endpoint: {path}"}
+
+
+def test_d17_a_chunked_body_the_server_cannot_read_is_a_411(api, objects):
+    """Servers that do not decode chunked bodies (runserver) give Django an empty body: refused."""
+    body = json.dumps({"external_id": "c", "name": "C", "address": {"country": "DE"}})
+    answer = api.post(
+        "/api/v1/customers", body, content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH="",
+    )  # fmt: skip
+    assert answer.status_code == 411
+    assert answer.json() == {
+        "detail": "a chunked request body needs a server that reads it; send Content-Length"
+    }
+
+
+def raw_chunked_post(port, path, key, chunks) -> tuple[int, dict]:
+    """HTTP/1.1 with Transfer-Encoding: chunked and no Content-Length, over a plain socket."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {key}\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                "Connection: close\r\n\r\n")  # fmt: skip
+        sock.sendall(head.encode())
+        try:
+            for chunk in chunks:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered (413) before reading everything
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Content-Type: application/json" in head, head
+    if b"Transfer-Encoding: chunked" in head:
+        decoded = b""
+        while True:
+            size, _, body = body.partition(b"\r\n")
+            if not int(size, 16):
+                break
+            decoded, body = decoded + body[: int(size, 16)], body[int(size, 16) + 2 :]
+        body = decoded
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_d17_a_chunked_body_is_read_by_gunicorn_and_bounded(transactional_db, tmp_path):
+    server = Gunicorn(test_database_url(), tmp_path, extra_env={"DATA_UPLOAD_MAX_MEMORY_SIZE": "100000"})
+    try:
+        org = OrganizationFactory(slug="chunky", country="DE")
+        key = f"Bearer {create_api_key(org)[1]}"
+        body = json.dumps({"external_id": "c1", "name": "Chunked", "address": {"country": "DE"}}).encode()
+        status, answer = raw_chunked_post(server.port, "/api/v1/customers", key, [body[:10], body[10:]])
+        assert (status, answer["external_id"], answer["name"]) == (201, "c1", "Chunked")
+        # Past DATA_UPLOAD_MAX_MEMORY_SIZE (100000 bytes here): 413, however it was sent.
+        events = json.dumps({"events": [{"transaction_id": "x" * 90}] * 1000}).encode()
+        status, answer = raw_chunked_post(
+            server.port, "/api/v1/events", key, [events[i : i + 8192] for i in range(0, len(events), 8192)]
+        )
+        assert (status, answer) == (413, {"detail": "request body is larger than 100000 bytes"})
+    finally:
+        server.stop()
