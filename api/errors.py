@@ -4,6 +4,7 @@ Services raise Django's ValidationError (field map), InvoiceStateError (a transi
 does not allow) or let the database's constraints speak; this turns each into its status code, so
 views stay thin and no input of any shape ends in a 500."""
 
+import decimal
 import logging
 import sys
 
@@ -71,8 +72,15 @@ def exception_handler(exc, context):
     elif isinstance(exc, IntegrityError):
         # A racing request stored the same unique value a moment ago, after our checks passed.
         exc = Conflict("conflicts with data stored by another request; read it back or retry")
-    elif isinstance(exc, (DataError, OverflowError)):
+    elif isinstance(exc, (DataError, OverflowError, decimal.Overflow, decimal.InvalidOperation)):
+        # decimal: a number past what Decimal's context holds (e.g. "1e999999999") met arithmetic.
         exc = exceptions.ValidationError({"non_field_errors": ["a value is out of range for its field"]})
+    elif isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
+        # A lone surrogate ("\ud800" in the JSON) that reached code encoding text as UTF-8 (the
+        # database driver, a hash): the input is not valid Unicode, whichever field carried it.
+        exc = exceptions.ValidationError(
+            {"non_field_errors": ["a text value is not valid Unicode (a lone surrogate such as \\ud800)"]}
+        )
     elif isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(
