@@ -184,6 +184,7 @@ def test_no_hostile_request_to_any_api_endpoint_gives_a_500(world):
     def check(answer, where):
         if (found := problem(answer, where)) is not None:
             problems.append(found)
+
     for name, route, view in api_patterns():
         if route.endswith("$"):
             route = "api/v1/unknown/path"
