@@ -118,19 +118,31 @@ def world(db):
 
 
 VALID_BODIES = {
-    "customer-list": {"external_id": "c-new", "name": "C", "email": "c@x.test", "tax_id": "",
+    "customer-list": {"external_id": "c-UNIQUE", "name": "C", "email": "c@x.test", "tax_id": "",
                       "tax_exempt": False,
                       "address": {"line1": "a", "city": "b", "postal_code": "1", "country": "DE"}},
-    "meter-list": {"code": "m-new", "name": "M", "aggregation_type": "SUM", "field_name": "v"},
-    "plan-list": {"code": "p-new", "name": "P", "interval": "month", "currency": "EUR",
+    "meter-list": {"code": "m-UNIQUE", "name": "M", "aggregation_type": "SUM", "field_name": "v"},
+    "plan-list": {"code": "p-UNIQUE", "name": "P", "interval": "month", "currency": "EUR",
                   "charges": [{"charge_type": "USAGE", "meter": "gb", "unit_price": "0.5", "description": "d",
                                "pricing_model": "PER_UNIT"}]},
-    "subscription-list": {"customer": "CUSTOMER", "plan": "pro", "external_id": "s-new",
+    "subscription-list": {"customer": "CUSTOMER", "plan": "pro", "external_id": "s-UNIQUE",
                           "start_at": "2025-03-01T00:00:00Z"},
     "subscription-cancel": {"at_period_end": True},
-    "events": {"transaction_id": "t-1", "external_customer_id": "acme", "code": "gb",
+    "events": {"transaction_id": "t-UNIQUE", "external_customer_id": "acme", "code": "gb",
                "timestamp": "2025-01-15T00:00:00Z", "properties": {"gb": "1.5"}},
 }  # fmt: skip
+
+
+# Known 500s that another finding's branch fixes, left out of the walk until it is merged. The
+# strict xfail below turns into a failure once they are fixed: then delete the entry.
+FIXED_ELSEWHERE = {
+    ("subscription-list", "start_at", "9999-12-31T23:59:59Z"): "D5d (h-run: bounded start_at)",
+    ("subscription-list", "start_at", "9999-12-15T00:00:00Z"): "D5d (h-run: bounded start_at)",
+}
+
+
+def fixed_elsewhere(name, body) -> bool:
+    return any(n == name and body.get(field) == value for n, field, value in FIXED_ELSEWHERE)
 
 
 def mutations(body):
@@ -204,6 +216,22 @@ def test_no_hostile_request_to_any_api_endpoint_gives_a_500(world):
                 valid = json.loads(
                     json.dumps(VALID_BODIES.get(name, {})).replace('"CUSTOMER"', str(customer.id))
                 )
-                for body in [valid, *mutations(valid)]:
-                    check(call(path, json.dumps(body), content_type="application/json"), (path, method, body))
+                for n, body in enumerate([valid, *mutations(valid)]):
+                    if fixed_elsewhere(name, body):
+                        continue
+                    # Fresh identifiers for every request, so that each reaches past uniqueness checks.
+                    raw = json.dumps(body).replace("UNIQUE", f"{name}-{n}")
+                    check(call(path, raw, content_type="application/json"), (path, method, raw[:300]))
     assert problems == [], f"{len(problems)} problems:\n" + "\n".join(problems[:40])
+
+
+@pytest.mark.xfail(strict=True, reason="fixed on another branch; delete FIXED_ELSEWHERE's entry once merged")
+@pytest.mark.parametrize("case", sorted(FIXED_ELSEWHERE))
+def test_fixed_elsewhere_is_still_a_500_here(world, case):
+    api, ids, customer = world
+    api.raise_request_exception = False
+    name, field, value = case
+    body = {**VALID_BODIES[name], field: value}
+    raw = json.dumps(body).replace("UNIQUE", "elsewhere").replace('"CUSTOMER"', str(customer.id))
+    answer = api.post("/api/v1/subscriptions", raw, content_type="application/json")
+    assert answer.status_code < 500
