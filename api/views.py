@@ -306,6 +306,10 @@ class UpcomingInvoice(SubscriptionAction):
 
 
 class Events(OrganizationScoped, APIView):
+    # Ingestion is idempotent by transaction_id: an Idempotency-Key's retry learns the stored events
+    # anyway, so events are not held in the key's transaction (see api.idempotency).
+    idempotency_in_transaction = False
+
     @extend_schema(
         tags=["events"],
         summary="Ingest one usage event or a batch of up to 1000",

@@ -411,3 +411,159 @@ def test_d17_a_chunked_body_is_read_by_gunicorn_and_bounded(transactional_db, tm
         assert (status, answer) == (413, {"detail": "request body is larger than 100000 bytes"})
     finally:
         server.stop()
+
+
+# -- D4: an Idempotency-Key whose worker died; D20: huge stored answers ---------------------------------
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: no `except Exception` cleanup runs, the process is simply gone."""
+
+
+@pytest.fixture
+def due_subscription(org):
+    from datetime import UTC, datetime
+
+    from tests.factories import ChargeFactory, CustomerFactory, PlanFactory
+
+    customer = CustomerFactory(organization=org, external_id="acme", country="DE")
+    plan = PlanFactory(organization=org, code="daily", interval="day", currency="EUR")
+    ChargeFactory(plan=plan)
+    return SubscriptionFactory(customer=customer, plan=plan, billing_anchor=datetime(2025, 1, 1, tzinfo=UTC))
+
+
+def die_before_the_answer_is_stored(monkeypatch):
+    """The worker dies after the view's work, just before the key's answer is written."""
+
+    def killed(*args, **kwargs):
+        raise WorkerKilled
+
+    monkeypatch.setattr("api.idempotency.JSONRenderer.render", killed)
+
+
+def test_d4_a_worker_killed_before_storing_the_answer_leaves_neither_work_nor_a_stuck_key(
+    api, due_subscription, monkeypatch
+):
+    from datetime import UTC, datetime, timedelta
+
+    import time_machine
+
+    from invoicing.models import Invoice
+
+    path = f"/api/v1/subscriptions/{due_subscription.id}/generate-invoice"
+    t0 = datetime(2025, 1, 4, 12, tzinfo=UTC)  # three daily periods have ended
+    with monkeypatch.context() as patch, time_machine.travel(t0, tick=False):
+        die_before_the_answer_is_stored(patch)
+        with pytest.raises(WorkerKilled):
+            api.post(path, HTTP_IDEMPOTENCY_KEY="gen-1")
+    # The work and the answer commit together: the dead request billed nothing.
+    assert Invoice.objects.filter(subscription=due_subscription).count() == 0
+    # While the claim's lease (5 minutes) holds, a retry is told when to come back.
+    with time_machine.travel(t0 + timedelta(minutes=1), tick=False):
+        busy = api.post(path, HTTP_IDEMPOTENCY_KEY="gen-1")
+    assert busy.status_code == 409 and busy["Retry-After"] == "240"
+    assert busy.json()["detail"].startswith(
+        "Idempotency-Key: a request with this key is still being processed"
+    )
+    # After the lease the retry takes the key over and does the work once.
+    with time_machine.travel(t0 + timedelta(minutes=5, seconds=1), tick=False):
+        retried = api.post(path, HTTP_IDEMPOTENCY_KEY="gen-1")
+        replayed = api.post(path, HTTP_IDEMPOTENCY_KEY="gen-1")
+    assert retried.status_code == 201 and len(retried.json()["invoices"]) == 3
+    assert (replayed.status_code, replayed.json()) == (201, retried.json())
+    assert replayed["Idempotent-Replayed"] == "true"
+    assert Invoice.objects.filter(subscription=due_subscription).count() == 3
+
+
+@pytest.mark.parametrize("action", ["cancel", "finalize", "void", "create"])
+def test_d4_every_keyed_action_commits_its_work_with_its_answer(
+    api, org, due_subscription, monkeypatch, action
+):
+    from datetime import UTC, datetime
+
+    from invoicing.generator import InvoiceGenerator
+    from invoicing.models import Invoice
+    from subscriptions.models import Customer, Subscription
+
+    sub = due_subscription
+
+    def invoice_status():
+        return Invoice.objects.get(id=invoice.id).status
+
+    (invoice,) = InvoiceGenerator().process_subscription(sub.id, datetime(2025, 1, 2, tzinfo=UTC)).invoices
+    path, body, state = {
+        "cancel": (f"/api/v1/subscriptions/{sub.id}/cancel", {"at_period_end": False},
+                   lambda: Subscription.objects.get(id=sub.id).status),
+        "finalize": (f"/api/v1/invoices/{invoice.id}/finalize", None, invoice_status),
+        "void": (f"/api/v1/invoices/{invoice.id}/void", None, invoice_status),
+        "create": ("/api/v1/customers", {"external_id": "new", "name": "N", "address": {"country": "DE"}},
+                   lambda: Customer.objects.filter(external_id="new").count()),
+    }[action]  # fmt: skip
+    before = state()
+    with monkeypatch.context() as patch:
+        die_before_the_answer_is_stored(patch)
+        with pytest.raises(WorkerKilled):
+            api.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert state() == before
+
+
+def test_d4_a_killed_event_request_is_learned_on_retry(api, org, monkeypatch):
+    """Events are stored outside the key's transaction (ingestion is idempotent by transaction_id):
+    the retry after the lease learns the stored event (200, the same event) instead of a 409."""
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from tests.factories import CustomerFactory, MeterFactory
+
+    CustomerFactory(organization=org, external_id="acme")
+    MeterFactory(organization=org, code="calls")
+    now = timezone.now()
+    event = {"transaction_id": "t-1", "external_customer_id": "acme", "code": "calls",
+             "timestamp": (now - timedelta(hours=1)).isoformat()}  # fmt: skip
+    with monkeypatch.context() as patch, time_machine.travel(now, tick=False):
+        die_before_the_answer_is_stored(patch)
+        with pytest.raises(WorkerKilled):
+            api.post("/api/v1/events", event, format="json", HTTP_IDEMPOTENCY_KEY="ev")
+    with time_machine.travel(now + timedelta(minutes=6), tick=False):
+        retried = api.post("/api/v1/events", event, format="json", HTTP_IDEMPOTENCY_KEY="ev")
+    assert retried.status_code == 200 and retried.json()["transaction_id"] == "t-1"
+
+
+def test_d4_expired_keys_are_purged_when_new_keys_are_claimed(api, org):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from api.models import IdempotencyKey
+
+    old = timezone.now() - timedelta(hours=24, seconds=1)
+    IdempotencyKey.objects.bulk_create(
+        IdempotencyKey(
+            organization=org, key=f"old-{i}", request_fingerprint="x", created_at=old, response_status=201
+        )
+        for i in range(150)
+    )
+    fresh = IdempotencyKey.objects.create(
+        organization=org, key="fresh", request_fingerprint="x", created_at=timezone.now(), response_status=201
+    )
+    body = {"external_id": "c", "name": "C", "address": {"country": "DE"}}
+    assert api.post("/api/v1/customers", body, format="json", HTTP_IDEMPOTENCY_KEY="new").status_code == 201
+    # At most 100 expired rows go per claim, so that no request pays for a large backlog at once.
+    assert IdempotencyKey.objects.filter(key__startswith="old-").count() == 50
+    assert IdempotencyKey.objects.filter(id=fresh.id).exists()
+
+
+def test_d20_a_huge_answer_is_not_stored_whole(api, org, monkeypatch):
+    monkeypatch.setattr("api.idempotency.MAX_STORED_ANSWER_BYTES", 100)
+    body = {"external_id": "c" * 150, "name": "C", "address": {"country": "DE"}}
+    first = api.post("/api/v1/customers", body, format="json", HTTP_IDEMPOTENCY_KEY="big")
+    again = api.post("/api/v1/customers", body, format="json", HTTP_IDEMPOTENCY_KEY="big")
+    assert first.status_code == 201 and first.json()["external_id"] == "c" * 150
+    assert again.status_code == 201 and again["Idempotent-Replayed"] == "true"
+    size = len(first.content)
+    assert again.json() == {
+        "detail": f"Idempotency-Key: the first answer ({size} bytes) was too large to keep; the request "
+        "succeeded with this status. Read the result with GET."
+    }
