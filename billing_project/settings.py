@@ -82,6 +82,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent writers wait (up to the
     # timeout) instead of failing with "database is locked" half-way through a transaction.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 30})
+# Production defaults: a connection is kept for CONN_MAX_AGE seconds (default 60; 0 closes it after
+# every request, as Django does by default) instead of a new one per request, and checked before it
+# is reused, so a connection the database dropped (restart, failover) is replaced, not failed on.
+# A `?conn_max_age=N` in DATABASE_URL is kept unless CONN_MAX_AGE is set.
+if "CONN_MAX_AGE" in os.environ or "CONN_MAX_AGE" not in DATABASES["default"]:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Performance (issue 6): the usage-event index carries INCLUDE columns for PostgreSQL's index-only
 # scans; SQLite builds the same index without them, which is fine for a development database.

@@ -567,3 +567,29 @@ def test_d20_a_huge_answer_is_not_stored_whole(api, org, monkeypatch):
         "detail": f"Idempotency-Key: the first answer ({size} bytes) was too large to keep; the request "
         "succeeded with this status. Read the result with GET."
     }
+
+
+# -- production defaults: persistent, health-checked connections ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({}, "60 True"),
+        ({"CONN_MAX_AGE": "0"}, "0 True"),
+        ({"DATABASE_URL_SUFFIX": "?conn_max_age=600"}, "600 True"),
+    ],
+)
+def test_connections_are_kept_60_seconds_and_health_checked(tmp_path, environment, expected):
+    env = {k: v for k, v in os.environ.items() if k != "CONN_MAX_AGE"}
+    env.update(DJANGO_SETTINGS_MODULE="billing_project.settings", LOG_DIR=str(tmp_path))
+    env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/x" + environment.pop("DATABASE_URL_SUFFIX", "")
+    env.update(environment)
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; d = s.DATABASES['default']; "
+        "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == expected, done.stderr
