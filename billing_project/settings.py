@@ -190,6 +190,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.path_ids_are_positive_integers",
+        "api.schema.lists_have_their_bounds",
+        "api.schema.request_decimals_are_plain",
+        "api.schema.kinds_decide_their_fields",
+        "api.schema.request_texts_are_trimmed_and_without_nul",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "InvoiceStatusEnum": "invoicing.models.Invoice.Status",
         "SubscriptionStatusEnum": "subscriptions.models.Subscription.Status",

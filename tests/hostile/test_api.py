@@ -593,3 +593,71 @@ def test_connections_are_kept_60_seconds_and_health_checked(tmp_path, environmen
         [sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
     )
     assert done.stdout.strip() == expected, done.stderr
+
+
+# -- D18: the OpenAPI contract ------------------------------------------------------------------------
+
+
+def test_d18_money_is_documented_as_decimal_strings_and_codes_ids_and_keys_are_constrained(client, db):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/v1/schema/").content)
+    components = schema["components"]["schemas"]
+    for name, fields in [("Invoice", ["subtotal", "tax_rate", "tax_amount", "total"]),
+                         ("InvoiceDetail", ["subtotal", "tax_rate", "tax_amount", "total"]),
+                         ("UpcomingInvoice", ["subtotal", "tax_rate", "tax_amount", "total"]),
+                         ("LineItem", ["quantity", "unit_price", "amount"])]:  # fmt: skip
+        for field in fields:
+            assert components[name]["properties"][field]["type"] == "string", (name, field)
+            assert components[name]["properties"][field]["format"] == "decimal", (name, field)
+    assert components["PlanRequest"]["properties"]["charges"]["minItems"] == 1
+
+    def enum(prop):
+        ref = prop.get("$ref") or (prop.get("allOf") or [{}])[0].get("$ref")
+        return components[ref.rsplit("/", 1)[1]]["enum"] if ref else prop["enum"]
+
+    assert "DE" in enum(components["AddressRequest"]["properties"]["country"])
+    assert "EUR" in enum(components["PlanRequest"]["properties"]["currency"])
+    detail = schema["paths"]["/api/v1/customers/{id}"]["get"]["parameters"]
+    assert [p["schema"] for p in detail if p["name"] == "id"] == [{"type": "integer", "minimum": 1,
+                                                                  "maximum": 2**63 - 1}]  # fmt: skip
+    (key,) = [
+        p
+        for p in schema["paths"]["/api/v1/customers"]["post"]["parameters"]
+        if p["name"] == "Idempotency-Key"
+    ]
+    assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/customers", "/api/v1/meters", "/api/v1/plans", "/api/v1/subscriptions", "/api/v1/invoices"],
+)
+def test_d18_page_size_null_is_a_400(api, path):
+    for bad in ["null", "0", "501", "abc", ""]:
+        answer = api.get(f"{path}?page_size={bad}")
+        assert (answer.status_code, answer.json()) == (
+            400,
+            {"page_size": ["must be a whole number from 1 to 500"]},
+        )
+    assert api.get(f"{path}?page_size=500").status_code == 200
+
+
+def test_d18_values_of_another_json_type_are_refused(api, objects):
+    customer = {"external_id": 12, "name": "C", "address": {"country": "DE"}}
+    answer = api.post("/api/v1/customers", customer, format="json")
+    assert (answer.status_code, answer.json()) == (400, {"external_id": ["Not a valid string."]})
+    customer = {"external_id": "c", "name": "C", "address": {"country": "DE", "city": 5}}
+    answer = api.post("/api/v1/customers", customer, format="json")
+    assert (answer.status_code, answer.json()) == (400, {"address": {"city": ["Not a valid string."]}})
+    answer = api.post("/api/v1/subscriptions/1/cancel", {"at_period_end": "yes"}, format="json")
+    assert answer.status_code in (400, 404)
+    plan = {"code": "p", "name": "P", "interval": "month", "currency": "EUR",
+            "charges": [{"charge_type": "FIXED", "unit_price": " 1_000 "}]}  # fmt: skip
+    answer = api.post("/api/v1/plans", plan, format="json")
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"charges": {"0": {"unit_price": ["A valid number is required."]}}},
+    )
+    whitespace_key = api.post("/api/v1/customers", {}, format="json", HTTP_IDEMPOTENCY_KEY="   ")
+    assert whitespace_key.status_code == 400
