@@ -3,12 +3,15 @@ from datetime import UTC
 from django import forms
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.utils import extend_schema_field
 
+from api.schema import ID_SCHEMA
 from invoicing.models import Invoice
 
 MAX_ID = 2**63 - 1
 
 
+@extend_schema_field(ID_SCHEMA)
 class IdFilter(filters.NumberFilter):
     field_class = forms.IntegerField
 
@@ -50,6 +53,16 @@ class InvoiceFilter(filters.FilterSet):
     class Meta:
         model = Invoice
         fields = ["subscription", "customer", "status", "period", "period_start_after", "period_start_before"]
+
+    def is_valid(self):
+        # django-filter reads `?customer=` as "no filter"; the schema (and a client) says an id goes
+        # there: an empty value is refused like any other value that is not one.
+        valid = super().is_valid()
+        for name in self.filters:
+            if self.data.get(name) == "":
+                self.form.add_error(name, "must not be empty; leave the parameter out instead")
+                valid = False
+        return valid
 
     def filter_period(self, queryset, name, value):
         return queryset.filter(period_start__lte=value, period_end__gt=value)

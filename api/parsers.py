@@ -1,7 +1,13 @@
 from django.conf import settings
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
+
+# The deepest body the API reads: an event batch is 4 levels ({"events": [{"properties": {...}}]}),
+# a plan 3. Python's JSON decoder itself gives up near 1000 levels with a RecursionError, and
+# everything after it (serializers, fingerprints, the database's JSON) recurses too.
+MAX_NESTING = 64
+TOO_DEEP = f"JSON nested too deeply: at most {MAX_NESTING} levels of objects and lists"
 
 
 class RequestTooLarge(APIException):
@@ -12,7 +18,8 @@ class RequestTooLarge(APIException):
 
 class LimitedJSONParser(JSONParser):
     """DRF reads the body from the stream, past Django's DATA_UPLOAD_MAX_MEMORY_SIZE check; this
-    applies the same limit before anything is parsed."""
+    applies the same limit before anything is parsed, and refuses bodies nested deeper than
+    MAX_NESTING levels (a 400 naming the body, never a RecursionError)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -21,4 +28,26 @@ class LimitedJSONParser(JSONParser):
             declared = request.META.get("CONTENT_LENGTH") if request is not None else None
             if declared and declared.isdigit() and int(declared) > limit:
                 raise RequestTooLarge(f"request body is larger than {limit} bytes")
-        return super().parse(stream, media_type, parser_context)
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(TOO_DEEP) from None
+        if nests_deeper_than(data, MAX_NESTING):
+            raise ParseError(TOO_DEEP)
+        return data
+
+
+def nests_deeper_than(data, limit: int) -> bool:
+    """Without recursion: a list of (container, its depth) still to look into."""
+    if not isinstance(data, dict | list):
+        return False
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False

@@ -24,6 +24,7 @@ from api import serializers as s
 from api.errors import Conflict, Unprocessable
 from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
+from api.schema import IDEMPOTENCY_KEY_SCHEMA
 from invoicing import services as invoice_services
 from invoicing.documents import pdf_filename, render_invoice_pdf
 from invoicing.generator import MAX_PERIODS_PER_SUBSCRIPTION
@@ -49,13 +50,16 @@ NOT_FOUND = OpenApiResponse(E, description="No such object in your organization"
 BAD_REQUEST = OpenApiResponse(E, description="Malformed JSON or invalid fields; the message names the field")
 IDEMPOTENCY = OpenApiParameter(
     HEADER,
-    OpenApiTypes.STR,
+    IDEMPOTENCY_KEY_SCHEMA,
     OpenApiParameter.HEADER,
-    description="Optional. The same key with the same body within 24 hours replays the first answer; "
-    "with another body it is a 422.",
+    description="Optional; 1 to 255 characters, not only spaces (else a 400). The same key with the same "
+    "body within 24 hours replays the first answer; with another body it is a 422. While the first "
+    "request runs (a 5-minute lease) a retry is a 409 with Retry-After.",
 )
 IDEMPOTENCY_ERRORS = {
-    400: OpenApiResponse(E, description="Invalid input, or an Idempotency-Key that is empty or too long"),
+    400: OpenApiResponse(
+        E, description="Invalid input, or an Idempotency-Key that is empty, only spaces or too long"
+    ),
     409: OpenApiResponse(
         E, description="A request with this Idempotency-Key is still running, or a conflict"
     ),
@@ -91,7 +95,7 @@ def list_create(name, serializer, tag):
         get=extend_schema(
             tags=[tag],
             summary=f"List {name}s",
-            responses={200: serializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
+            responses={200: serializer(many=True), 400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND},
         ),
         post=extend_schema(
             tags=[tag],
@@ -334,6 +338,10 @@ class UpcomingInvoice(SubscriptionAction):
 
 
 class Events(OrganizationScoped, APIView):
+    # Ingestion is idempotent by transaction_id: an Idempotency-Key's retry learns the stored events
+    # anyway, so events are not held in the key's transaction (see api.idempotency).
+    idempotency_in_transaction = False
+
     @extend_schema(
         tags=["events"],
         summary="Ingest one usage event or a batch of up to 1000",

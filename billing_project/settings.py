@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a chunked body must be read (or refused) before anything looks at the request's body.
+    "api.middleware.ChunkedRequestBody",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the API docs' static files under gunicorn too, with no web server in front.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -80,6 +82,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent writers wait (up to the
     # timeout) instead of failing with "database is locked" half-way through a transaction.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 30})
+# Production defaults: a connection is kept for CONN_MAX_AGE seconds (default 60; 0 closes it after
+# every request, as Django does by default) instead of a new one per request, and checked before it
+# is reused, so a connection the database dropped (restart, failover) is replaced, not failed on.
+# A `?conn_max_age=N` in DATABASE_URL is kept unless CONN_MAX_AGE is set.
+if "CONN_MAX_AGE" in os.environ or "CONN_MAX_AGE" not in DATABASES["default"]:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Performance (issue 6): the usage-event index carries INCLUDE columns for PostgreSQL's index-only
 # scans; SQLite builds the same index without them, which is fine for a development database.
@@ -155,7 +164,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["api.authentication.HasApiKey"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["api.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -182,6 +191,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.path_ids_are_positive_integers",
+        "api.schema.lists_have_their_bounds",
+        "api.schema.request_decimals_are_plain",
+        "api.schema.kinds_decide_their_fields",
+        "api.schema.request_texts_are_trimmed_and_without_nul",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "InvoiceStatusEnum": "invoicing.models.Invoice.Status",
         "SubscriptionStatusEnum": "subscriptions.models.Subscription.Status",
@@ -210,6 +227,46 @@ CRONTAB_COMMAND_SUFFIX = f">> {shlex.quote(str(LOG_DIR / 'cron.log'))} 2>&1"
 CRONTAB_LOCK_JOBS = False
 LOGGING["loggers"]["django_crontab"] = {"handlers": ["cron_console"], "level": "INFO", "propagate": False}
 LOGGING["handlers"]["cron_console"] = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+
+# -- Operations: errors (hostile review D7) ---------------------------------------------------------
+# Every unexpected exception is logged with its traceback: Django's own (`django.request`, a 500 it
+# answered) and the API's (api.errors: a bug answered as a JSON 500, a database outage as a JSON 503)
+# reach the root logger, which writes ERROR and above to stderr (gunicorn's error log, the console)
+# and to LOG_DIR/errors.log. The worker loggers keep their own handlers and do not propagate.
+LOGGING["formatters"]["errors"] = {
+    "()": "invoicing.worker_log.UTCISOFormatter",
+    "format": "%(asctime)s [%(levelname)s] %(name)s pid=%(process)d | %(message)s",
+}
+LOGGING["handlers"]["errors_console"] = {
+    "class": "logging.StreamHandler",
+    "stream": "ext://sys.stderr",
+    "formatter": "errors",
+    "level": "ERROR",
+}
+LOGGING["handlers"]["errors_file"] = {
+    "class": "logging.handlers.RotatingFileHandler",
+    "filename": str(LOG_DIR / "errors.log"),
+    "maxBytes": 10 * 1024 * 1024,
+    "backupCount": 5,
+    "encoding": "utf-8",
+    "delay": True,
+    "formatter": "errors",
+    "level": "ERROR",
+}
+LOGGING["root"] = {"handlers": ["errors_console", "errors_file"], "level": "WARNING"}
+# Sentry when SENTRY_DSN is set (nothing is sent otherwise): Django's integration reports unhandled
+# exceptions and api.errors sends the same signal for the ones it answers; ERROR log lines with a
+# traceback elsewhere (the workers' included) become events through the logging integration.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        send_default_pii=False,  # no API keys, customer names or bodies leave the host
+        traces_sample_rate=0,
+    )
 
 # -- Operations: security (manage.py check --deploy is clean with DEBUG=False) ---------------------
 # Each setting can be switched by the environment; with DEBUG off the defaults are the safe ones.

@@ -64,3 +64,18 @@ def worker_lines():
     yield capture.lines
     for logger in loggers:
         logger.removeHandler(capture)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def errors_log_dir(worker_log_dir):
+    """The errors file (LOG_DIR/errors.log, root logger) moves with the workers' logs for the session."""
+    moved = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.RotatingFileHandler):
+            handler.close()
+            moved.append((handler, handler.baseFilename))
+            handler.baseFilename = str(worker_log_dir / "errors.log")
+    yield
+    for handler, original in moved:
+        handler.close()
+        handler.baseFilename = original
