@@ -261,12 +261,15 @@ def build_data_set(subscriptions: int, events: int, fixed: int, aggregations: li
         ],
         subs,
     )
-    _copy_events(org.id, first_customer, subscriptions, events, meters, progress)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT MIN(id) FROM subscriptions_subscription")
+        first_subscription = cursor.fetchone()[0]
+    _copy_events(org.id, first_customer, first_subscription, subscriptions, events, meters, progress)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
 
 
-def _event_rows(org_id, first_customer, customers, events, meters):
+def _event_rows(org_id, first_customer, first_subscription, customers, events, meters):
     """Event i belongs to customer i mod N and to usage meter (i div N) mod K: every customer
     gets the same share of every meter. Values are small integers, unique keys repeat."""
     span = (PERIOD_END - T0).total_seconds()
@@ -282,12 +285,25 @@ def _event_rows(org_id, first_customer, customers, events, meters):
             props, value, text = f'{{"value": "u{n % 13}"}}', None, f"u{n % 13}"
         else:
             props, value, text = f'{{"value": {n}}}', n, None
-        yield (org_id, first_customer + i % customers, code, moment, props, f"evt-{i}", moment, value, text)
+        customer = i % customers  # bound to the customer's one subscription, as ingestion binds it
+        yield (
+            org_id,
+            first_customer + customer,
+            first_subscription + customer,
+            code,
+            moment,
+            props,
+            f"evt-{i}",
+            moment,
+            value,
+            text,
+        )
 
 
 EVENT_COLUMNS = [
     "organization_id",
     "customer_id",
+    "subscription_id",
     "code",
     "timestamp",
     "properties",
@@ -298,10 +314,10 @@ EVENT_COLUMNS = [
 ]
 
 
-def _copy_events(org_id, first_customer, customers, events, meters, progress) -> None:
+def _copy_events(org_id, first_customer, first_subscription, customers, events, meters, progress) -> None:
     if not meters or not customers:
         return
-    rows = _event_rows(org_id, first_customer, customers, events, meters)
+    rows = _event_rows(org_id, first_customer, first_subscription, customers, events, meters)
     if connection.vendor != "postgresql":
         _sqlite_insert("metering_usageevent", EVENT_COLUMNS, progress(rows, total=events))
         return

@@ -133,9 +133,10 @@ class _Lookup:
         self.customers: dict[str, int] = {}
         # external_id -> (subscription id, customer id)
         self.subscriptions: dict[str, tuple[int, int]] = {}
-        # (customer id, meter id) -> {id: billing anchor} of the customer's active subscriptions
-        # charging that meter
-        self.charging: dict[tuple[int, int], dict[int, datetime]] = {}
+        # (customer id, meter id) -> {id: (start, end or None)} of the customer's active
+        # subscriptions charging that meter: what they will still bill, from the billing anchor to
+        # the end of the current period when they cancel then.
+        self.charging: dict[tuple[int, int], dict[int, tuple[datetime, datetime | None]]] = {}
         codes = list(_strings(payloads, "code"))
         customer_refs = list(_strings(payloads, "external_customer_id"))
         subscription_refs = list(_strings(payloads, "external_subscription_id"))
@@ -183,17 +184,23 @@ class _Lookup:
         charged, charged_params = _one_of("s.customer_id", list(self.customers.values()))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT s.customer_id, c.meter_id, s.id, s.billing_anchor FROM {_table(Subscription)} s "
+                "SELECT s.customer_id, c.meter_id, s.id, s.billing_anchor, s.cancel_at_period_end, "
+                f"s.current_period_end FROM {_table(Subscription)} s "
                 f"JOIN {_table(Charge)} c ON c.plan_id = s.plan_id "
                 f"WHERE s.organization_id = %s AND s.status = %s AND {meter_ids} AND {charged}",
                 [org, Subscription.Status.ACTIVE, *meter_id_params, *charged_params],
             )
-            for customer_id, meter_id, subscription_id, anchor in cursor.fetchall():
-                if isinstance(anchor, str):
-                    anchor = parse_datetime(anchor)
-                if anchor.tzinfo is None:  # SQLite stores UTC without an offset
-                    anchor = anchor.replace(tzinfo=UTC)
-                self.charging.setdefault((customer_id, meter_id), {})[subscription_id] = anchor
+            for customer_id, meter_id, subscription_id, anchor, cancels, period_end in cursor.fetchall():
+                covered = (_aware(anchor), _aware(period_end) if cancels else None)
+                self.charging.setdefault((customer_id, meter_id), {})[subscription_id] = covered
+
+
+def _aware(value) -> datetime:
+    """A datetime column read with raw SQL: PostgreSQL answers an aware datetime, SQLite UTC without
+    an offset (text or a naive datetime)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _one_of(column: str, values: list) -> tuple[str, list]:
@@ -254,11 +261,12 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
                 "required: the customer has more than one active subscription charging this meter"
             )
         elif charging and timestamp is not None:
-            # The event belongs to the one subscription charging its meter, if it had started by
-            # then; otherwise it stays unbound until a subscription that covers it adopts it. Stored,
-            # the binding is what lets the invoice run count each event for one subscription only.
-            ((candidate, anchor),) = charging.items()
-            if timestamp >= anchor:
+            # The event belongs to the one subscription charging its meter if that subscription will
+            # bill its moment (started by then, not canceling before); otherwise it stays unbound until
+            # a subscription that covers it adopts it. Stored, the binding is what lets the invoice run
+            # count each event for one subscription only.
+            ((candidate, (start, end)),) = charging.items()
+            if start <= timestamp and (end is None or timestamp < end):
                 subscription_id = candidate
     value = value_text = None
     if meter is not None and isinstance(properties, dict) and meter.aggregation_type != "COUNT":

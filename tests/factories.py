@@ -118,15 +118,20 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
 
 def bound_subscription(customer, code, timestamp):
     """The subscription ingestion binds an event to when it names none: the customer's one active
-    subscription charging the meter, if it had started by the event's timestamp."""
+    subscription charging the meter, if it bills the event's moment (started, not canceling before)."""
     charging = list(
         Subscription.objects.filter(
             customer=customer, status=Subscription.Status.ACTIVE, plan__charges__meter__code=code
         ).distinct()
     )
-    if len(charging) == 1 and timestamp >= charging[0].billing_anchor:
-        return charging[0]
-    return None
+    if len(charging) != 1:
+        return None
+    (subscription,) = charging
+    if timestamp < subscription.billing_anchor or (
+        subscription.cancel_at_period_end and timestamp >= subscription.current_period_end
+    ):
+        return None
+    return subscription
 
 
 def _values(event):

@@ -1,9 +1,10 @@
 """D2: the invoice run now counts an event only for the subscription it is bound to. Bind the events
 stored unbound before that, the way ingestion and start_subscription bind them now: to the customer's
-subscription charging the event's meter that had started by the event's timestamp and was alive when
-the event was received; failing that, to the first such subscription created after it (which would have
-adopted it). When several were alive at once (the events D2 billed twice), the oldest one keeps them.
-An event no subscription covers stays unbound: no subscription could ever bill it."""
+subscription charging the event's meter that bills the event's moment (started by then, not canceled
+or canceling before) and was alive when the event was received; failing that, to the first such
+subscription created after it (which would have adopted it). When several were alive at once (the
+events D2 billed twice), the oldest one keeps them. An event no subscription covers stays unbound: no
+subscription could ever bill it."""
 
 from django.db import migrations
 
@@ -29,6 +30,8 @@ def bind(apps, schema_editor):
                 JOIN {meters} m ON m.id = c.meter_id
                 WHERE s.customer_id = {events}.customer_id AND m.code = {events}.code
                   AND s.billing_anchor <= {events}.timestamp
+                  AND (s.canceled_at IS NULL OR {events}.timestamp < s.canceled_at)
+                  AND NOT (s.cancel_at_period_end AND {events}.timestamp >= s.current_period_end)
                   AND ({alive} OR s.created_at > {events}.received_at)
               ) ranked
               ORDER BY rank, created, id

@@ -554,3 +554,36 @@ def test_d12_avg_is_rounded_once(events_api):
         "1234500000000.00",
         "1234500000000.00",
     )
+
+
+@pytest.mark.django_db
+def test_d2_an_event_after_a_canceling_subscription_ends_waits_for_the_next_one():
+    """A cancels at the end of its period: an event stamped after that end is not A's to bill, so it
+    stays unbound and the subscription started over it next adopts it (billed once, not lost)."""
+    from metering.models import UsageEvent
+    from metering.services import ingest_events
+    from subscriptions.services import cancel_subscription, start_subscription
+    from tests.factories import ChargeFactory, CustomerFactory, MeterFactory, PlanFactory
+
+    customer = CustomerFactory(external_id="cu")
+    meter = MeterFactory(organization=customer.organization, code="cnt", aggregation_type="COUNT")
+    plan = PlanFactory(organization=customer.organization, interval="month")
+    ChargeFactory(plan=plan, charge_type="USAGE", meter=meter, unit_price=Decimal(1))
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    a = start_subscription(customer=customer, plan=plan, external_id="A", start_at=t0)
+    cancel_subscription(a, at_period_end=True, now=t0 + timedelta(days=3))
+    now = datetime(2025, 2, 10, tzinfo=UTC)
+    events = [
+        {"transaction_id": t, "external_customer_id": "cu", "code": "cnt", "timestamp": at.isoformat()}
+        for t, at in (("in-a", t0 + timedelta(days=5)), ("after-a", t0 + timedelta(days=35)))
+    ]
+    assert [r.status for r in ingest_events(customer.organization, events, now)] == ["created", "created"]
+    assert dict(UsageEvent.objects.values_list("transaction_id", "subscription_id")) == {
+        "in-a": a.id,
+        "after-a": None,
+    }
+    b = start_subscription(customer=customer, plan=plan, external_id="B", start_at=t0 + timedelta(days=31))
+    assert dict(UsageEvent.objects.values_list("transaction_id", "subscription_id")) == {
+        "in-a": a.id,
+        "after-a": b.id,
+    }
