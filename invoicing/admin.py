@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from invoicing import charts, documents, money, selectors, services
-from invoicing.models import Invoice, InvoiceLineItem, TaxRate, WorkerRun
+from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, InvoiceLineItem, TaxRate, WorkerRun
 from invoicing.pricing import last_day
 from invoicing.worker_log import run_log_lines
 
@@ -113,6 +113,8 @@ class InvoiceAdmin(admin.ModelAdmin):
             "Amounts",
             {"fields": ["currency", "subtotal_shown", "tax_rate", "tax_reason", "tax_shown", "total_shown"]},
         ),
+        # What the document prints, as it was when the run wrote the draft (invoicing.parties).
+        ("Parties as issued", {"fields": list(PARTY_SNAPSHOT_FIELDS), "classes": ["collapse"]}),
     ]
     # A draft's amounts follow the events until it is finalized; staff may only move the moment
     # it finalizes itself. Everything else comes from the invoice run.

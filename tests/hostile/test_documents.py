@@ -106,6 +106,9 @@ def test_an_issued_invoice_shows_the_parties_as_issued_after_they_are_renamed(cl
     assert after == before
     for shown in after:
         assert "RENAMED" not in shown and "Renamed" not in shown and "Elsewhere" not in shown
+    # The invoice's admin page shows the parties as issued too.
+    page = admin_client.get(reverse("admin:invoicing_invoice_change", args=[invoice.id])).content.decode()
+    assert "Parties as issued" in page and "Original Customer Ltd" in page and "Original Seller GmbH" in page
 
 
 @pytest.mark.django_db
