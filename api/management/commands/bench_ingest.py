@@ -47,7 +47,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--events", type=int, default=200_000)
         parser.add_argument("--batch", type=int, default=1000, help="Events per request (at most 1000)")
-        parser.add_argument("--workers", type=int, default=4, help="Client threads posting at once")
+        parser.add_argument(
+            "--workers", type=int, default=4, help="Clients posting at once (processes with --single)"
+        )
         parser.add_argument(
             "--gunicorn-workers", type=int, default=None, help="default 3 (sync), 2 (gthread)"
         )
@@ -129,8 +131,10 @@ class Command(BaseCommand):
                 post = self.post_from_processes if client == "processes" else self.post_all
                 result = post(f"http://127.0.0.1:{port}/api/v1/events", key, bodies, workers)
                 result["server_cpu_s"] = round(process_tree_cpu(server.pid) - server_cpu, 2)
+                # Per backend alive at the end (persistent connections: all of them); one that
+                # started during the load counts from zero.
                 result["postgres_cpu_s"] = round(
-                    sum(backends_cpu(name).values()) - sum(database_cpu.values()), 2
+                    sum(cpu - database_cpu.get(pid, 0.0) for pid, cpu in backends_cpu(name).items()), 2
                 )
             finally:
                 server.terminate()
