@@ -25,6 +25,8 @@ from invoicing.models import Invoice, TaxRate, WorkerRun
 from invoicing.run_lease import Heartbeat
 from subscriptions.models import Subscription
 from subscriptions.periods import boundary
+from subscriptions.services import create_api_key
+from tests.api import test_live_server
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -723,3 +725,60 @@ def test_d16_a_terminated_connection_fails_finalization_instead_of_each_draft(mo
     run = WorkerRun.objects.get(worker="invoice_finalizer")
     assert (run.status, run.failed, run.successful) == (WorkerRun.Status.FAILED, 0, 0)
     assert Invoice.objects.filter(status=Invoice.Status.DRAFT).count() == 5
+
+
+# -- D3 and D10 over real HTTP (gunicorn), as the review drove them --------------------------------
+
+
+# The gunicorn fixture of the API's live-server tests, registered here too.
+server = test_live_server.server
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_d3_d10_over_http(server):  # noqa: F811 (the fixture above)
+    import requests
+
+    org = OrganizationFactory(slug="org-a")
+    key = create_api_key(org)[1]
+    headers = {"Authorization": f"Bearer {key}"}
+    customer = CustomerFactory(organization=org, external_id="cu", country="US")
+    daily = PlanFactory(organization=org, code="daily", interval="day")
+    ChargeFactory(plan=daily, unit_price=D("1.00"))
+    refused = requests.post(
+        f"{server}/subscriptions",
+        json={
+            "customer": customer.id,
+            "plan": "daily",
+            "external_id": "old",
+            "start_at": "1900-01-01T00:00:00Z",
+        },
+        headers=headers,
+        timeout=30,
+    )
+    assert refused.status_code == 400 and list(refused.json()) == ["start_at"]
+    created = requests.post(
+        f"{server}/subscriptions",
+        json={
+            "customer": customer.id,
+            "plan": "daily",
+            "external_id": "far",
+            "start_at": "2000-01-01T00:00:00Z",
+        },
+        headers=headers,
+        timeout=30,
+    )
+    assert created.status_code == 201
+    sub_id = created.json()["id"]
+    billed = requests.post(f"{server}/subscriptions/{sub_id}/generate-invoice", headers=headers, timeout=60)
+    assert billed.status_code == 201
+    assert (len(billed.json()["invoices"]), billed.json()["more_due"]) == (50, True)
+    cancel = requests.post(
+        f"{server}/subscriptions/{sub_id}/cancel", json={"at_period_end": False}, headers=headers, timeout=60
+    )
+    assert cancel.status_code == 409
+    assert cancel.json()["detail"].startswith(
+        "subscription far was not canceled: 50 ended periods were billed now"
+    )
+    assert Invoice.objects.filter(subscription_id=sub_id).count() == 100
+    assert WorkerRun.objects.filter(status=WorkerRun.Status.RUNNING).count() == 0
