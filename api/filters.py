@@ -5,10 +5,8 @@ from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
-from api.schema import ID_SCHEMA
+from api.schema import ID_SCHEMA, MAX_ID
 from invoicing.models import Invoice
-
-MAX_ID = 2**63 - 1
 
 
 @extend_schema_field(ID_SCHEMA)

@@ -29,6 +29,8 @@ def currency_schema(description: str) -> dict:
 
 
 ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+# An id in a request body may also come as its digits in a string (api.serializers.IdField).
+ID_OR_DIGITS_SCHEMA = {"oneOf": [ID_SCHEMA, {"type": "string", "pattern": r"^[1-9][0-9]{0,17}$"}]}
 # At least one character that is not a space, no NUL, at most 255 characters.
 IDEMPOTENCY_KEY_SCHEMA = {
     "type": "string",

@@ -9,14 +9,12 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from api.schema import DECIMAL_STRING, country_schema, currency_schema
+from api.schema import DECIMAL_STRING, ID_OR_DIGITS_SCHEMA, MAX_ID, country_schema, currency_schema
 from invoicing.models import Invoice
 from invoicing.money import as_minor_units
 from metering.models import Meter
 from subscriptions.models import Charge, Customer, Plan, Subscription
 from subscriptions.services import validate_start_at
-
-MAX_ID = 2**63 - 1
 
 
 def plain(value: Decimal) -> str:
@@ -52,8 +50,15 @@ PLAIN_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 # price; the schema says a string, an integer, a boolean, a decimal string, and so does StrictTypes:
 # a value of another JSON type is a 400 naming the field (hostile review D18, negative data). (A
 # comment, not a docstring: drf-spectacular would publish a docstring as each schema's description.)
+@extend_schema_field(ID_OR_DIGITS_SCHEMA)
+class IdField(serializers.IntegerField):
+    """An id in a request: a JSON integer, or its digits in a string. Spec section 7 writes ids
+    quoted (`"customer": "<customer id>"`), and clients built from it send them so."""
+
+
 class StrictTypes:
     JSON_TYPES = (
+        (IdField, (int, str), "an integer id"),
         (serializers.BooleanField, (bool,), "a boolean (true or false)"),
         (serializers.IntegerField, (int,), "an integer"),
         (serializers.DecimalField, (str,), 'a decimal string, e.g. "12.50"'),
@@ -77,6 +82,9 @@ class StrictTypes:
                                 said if said and "{" not in said else f"must be {wanted}"
                             ]
                         break
+                if isinstance(field, IdField) and isinstance(value, str):
+                    if not (value.isascii() and value.isdigit()):
+                        errors.setdefault(field.field_name, ["must be an integer id"])
                 if isinstance(field, serializers.DecimalField) and isinstance(value, str):
                     if field.field_name not in errors and not PLAIN_DECIMAL.match(value):
                         errors[field.field_name] = [field.error_messages["invalid"]]
@@ -229,9 +237,7 @@ class PlanSerializer(StrictTypes, serializers.ModelSerializer):
 
 
 class SubscriptionSerializer(StrictTypes, serializers.ModelSerializer):
-    customer = serializers.IntegerField(
-        source="customer_id", min_value=1, max_value=MAX_ID, help_text="Customer id"
-    )
+    customer = IdField(source="customer_id", min_value=1, max_value=MAX_ID, help_text="Customer id")
     plan = serializers.CharField(source="plan.code", max_length=100, help_text="The plan's code")
     start_at = serializers.DateTimeField(
         write_only=True,

@@ -24,7 +24,7 @@ from api import serializers as s
 from api.errors import Conflict, Unprocessable
 from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
-from api.schema import IDEMPOTENCY_KEY_SCHEMA
+from api.schema import IDEMPOTENCY_KEY_SCHEMA, MAX_ID
 from invoicing import services as invoice_services
 from invoicing.documents import pdf_filename, render_invoice_pdf
 from invoicing.generator import MAX_PERIODS_PER_SUBSCRIPTION
@@ -67,7 +67,6 @@ IDEMPOTENCY_ERRORS = {
         E, description="Idempotency-Key reused with another body, or the request cannot be processed"
     ),
 }
-MAX_ID = 2**63 - 1
 
 
 class OrganizationScoped:

@@ -661,3 +661,18 @@ def test_d18_values_of_another_json_type_are_refused(api, objects):
     )
     whitespace_key = api.post("/api/v1/customers", {}, format="json", HTTP_IDEMPOTENCY_KEY="   ")
     assert whitespace_key.status_code == 400
+
+
+def test_an_id_may_come_as_its_digits_in_a_string_as_spec_section_7_writes_it(api, objects):
+    """`"customer": "<customer id>"` (spec section 7): the digits in a string are the id; anything
+    else in a string is a 400 naming the field."""
+    from subscriptions.models import Customer
+
+    customer = Customer.objects.get(external_id="acme")
+    body = {"customer": str(customer.id), "plan": "pro", "external_id": "quoted-id"}
+    answer = api.post("/api/v1/subscriptions", body, format="json")
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["customer"] == customer.id
+    for bad in (" 1", "1.0", "١", "-1", "x"):
+        answer = api.post("/api/v1/subscriptions", {**body, "customer": bad}, format="json")
+        assert answer.status_code == 400 and "customer" in answer.json(), (bad, answer.json())
