@@ -21,6 +21,7 @@ from tests.factories import (
     PlanFactory,
     SubscriptionFactory,
     TaxRateFactory,
+    bound_subscription,
 )
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +44,8 @@ def messages(lines):
 
 
 def add_events(customer, code, count, at, value=None, subscription=None):
-    """Many events at once, typed the way ingestion types them."""
+    """Many events at once, typed and bound the way ingestion types and binds them."""
+    subscription = subscription or bound_subscription(customer, code, at)
     UsageEvent.objects.bulk_create(
         UsageEvent(
             organization_id=customer.organization_id,
