@@ -117,6 +117,25 @@ def request_texts_are_trimmed_and_without_nul(result, generator, request, public
     return result
 
 
+# billing_project.control_characters: names, codes and external ids refuse them (hostile review D14).
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+NO_CONTROL = rf"^[^{_CONTROL}]*$"
+NOT_BLANK_NO_CONTROL = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
+IDENTIFIERS = {"external_id", "name", "code", "tax_id", "description"}
+
+
+def request_identifiers_refuse_control_characters(result, generator, request, public):
+    """POSTPROCESSING_HOOKS (after the one above): the identifiers a request names (IDENTIFIERS, as
+    the models' refuse_control_characters validator lists them) have no control characters."""
+    for name, schema in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request"):
+            for variant in [schema, *schema.get("oneOf", []), *schema.get("allOf", [])]:
+                for field, text in variant.get("properties", {}).items():
+                    if field in IDENTIFIERS and text.get("pattern") in (NOT_BLANK, NO_NUL):
+                        text["pattern"] = NOT_BLANK_NO_CONTROL if text["pattern"] == NOT_BLANK else NO_CONTROL
+    return result
+
+
 def _split_by_kind(schemas, name, kind_field, variants) -> None:
     """Replace the request schema `name` by oneOf one object per variant: (kinds, field overrides,
     extra required fields)."""

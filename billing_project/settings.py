@@ -198,6 +198,7 @@ SPECTACULAR_SETTINGS = {
         "api.schema.request_decimals_are_plain",
         "api.schema.kinds_decide_their_fields",
         "api.schema.request_texts_are_trimmed_and_without_nul",
+        "api.schema.request_identifiers_refuse_control_characters",
     ],
     "ENUM_NAME_OVERRIDES": {
         "InvoiceStatusEnum": "invoicing.models.Invoice.Status",
