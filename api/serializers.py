@@ -3,6 +3,8 @@ themselves go through each app's services."""
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -10,6 +12,7 @@ from invoicing.models import Invoice
 from invoicing.money import as_minor_units
 from metering.models import Meter
 from subscriptions.models import Charge, Customer, Plan, Subscription
+from subscriptions.services import validate_start_at
 
 MAX_ID = 2**63 - 1
 
@@ -180,7 +183,8 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     start_at = serializers.DateTimeField(
         write_only=True,
         required=False,
-        help_text="Start of the first period and billing anchor (default: now)",
+        help_text="Start of the first period and billing anchor (default: now); from "
+        "2000-01-01T00:00:00Z to one year ahead",
     )
 
     class Meta:
@@ -225,10 +229,17 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     validate_external_id = unique_in_organization(Subscription, "external_id")
 
+    def validate_start_at(self, value):
+        try:
+            return validate_start_at(value, timezone.now())
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict["start_at"]) from exc
+
 
 class CancelSerializer(serializers.Serializer):
     at_period_end = serializers.BooleanField(
-        help_text="true: bill the current period, then cancel; false: cancel now, bill nothing more"
+        help_text="Ended periods are billed first. true: bill the current period at its end, then "
+        "cancel; false: cancel now, bill nothing more"
     )
 
 
@@ -384,7 +395,13 @@ class InvoiceDetailSerializer(InvoiceSerializer):
 
 class GeneratedInvoicesSerializer(serializers.Serializer):
     invoices = InvoiceDetailSerializer(many=True)
-    detail = serializers.CharField(required=False, help_text="Why nothing was billed (200 only)")
+    more_due = serializers.BooleanField(
+        required=False,
+        help_text="201 only. true: more periods have ended than one request bills; call again for the next",
+    )
+    detail = serializers.CharField(
+        required=False, help_text="Why nothing was billed (200), or that more periods are due (201)"
+    )
 
 
 class UpcomingInvoiceSerializer(AmountsMixin):

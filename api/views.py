@@ -26,14 +26,22 @@ from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
 from invoicing import services as invoice_services
 from invoicing.documents import pdf_filename, render_invoice_pdf
+from invoicing.generator import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.manual_trigger import bill_subscription_now
 from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.money import AmountTooLarge
 from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter
 from metering.selectors import stored_event
 from metering.services import MAX_BATCH, create_meter, ingest_events
 from subscriptions.models import Charge, Customer, Plan, Subscription
-from subscriptions.services import cancel_subscription, create_customer, create_plan, start_subscription
+from subscriptions.services import (
+    CancelRefused,
+    cancel_subscription,
+    create_customer,
+    create_plan,
+    start_subscription,
+)
 
 E = s.ErrorSerializer
 UNAUTHORIZED = OpenApiResponse(E, description="No API key, or an unknown or revoked one")
@@ -219,8 +227,10 @@ class CancelSubscription(SubscriptionAction):
     @extend_schema(
         tags=["subscriptions"],
         summary="Cancel a subscription",
-        description="`at_period_end: true` bills the current period at its end, then cancels; "
-        "`false` cancels now and bills nothing more. A canceled subscription answers 409.",
+        description="Periods that already ended are billed first (as generate-invoice does). Then "
+        "`at_period_end: true` bills the current period at its end, then cancels; `false` cancels now "
+        "and bills nothing more. 409 for a canceled subscription, and when ended periods are still "
+        "unbilled (more than one request bills, billing failed): nothing is canceled then.",
         request=s.CancelSerializer,
         parameters=[IDEMPOTENCY],
         responses={
@@ -238,9 +248,12 @@ class CancelSubscription(SubscriptionAction):
         serializer.is_valid(raise_exception=True)
         if subscription.status == Subscription.Status.CANCELED:
             raise Conflict(f"subscription {subscription.external_id} is already canceled")
-        subscription = cancel_subscription(
-            subscription, at_period_end=serializer.validated_data["at_period_end"], now=timezone.now()
-        )
+        try:
+            subscription = cancel_subscription(
+                subscription, at_period_end=serializer.validated_data["at_period_end"], now=timezone.now()
+            )
+        except CancelRefused as exc:
+            raise Conflict(exc.message) from exc
         return Response(s.SubscriptionSerializer(subscription).data)
 
 
@@ -251,8 +264,10 @@ class GenerateInvoice(SubscriptionAction):
         tags=["subscriptions"],
         summary="Bill a subscription now (the manual trigger)",
         description="Runs the invoice run for this subscription alone: the same service as the worker. "
-        "201 with the invoices it created (one per ended period), or 200 with an empty list and a "
-        "detail saying why nothing was billed. 422 when billing failed (the detail says why).",
+        "201 with the invoices it created (one per ended period, at most the "
+        f"{MAX_PERIODS_PER_SUBSCRIPTION} oldest: `more_due: true` and a detail when more have ended), "
+        "or 200 with an empty list and a detail saying why nothing was billed. 422 when billing failed "
+        "(the detail says why).",
         request=None,
         parameters=[IDEMPOTENCY],
         responses={
@@ -275,7 +290,12 @@ class GenerateInvoice(SubscriptionAction):
                 .filter(id__in=[i.id for i in result.invoices])
                 .order_by("period_start")
             )
-            body = {"invoices": s.InvoiceDetailSerializer(invoices, many=True).data}
+            body = {
+                "invoices": s.InvoiceDetailSerializer(invoices, many=True).data,
+                "more_due": result.more_due,
+            }
+            if result.more_due:
+                body["detail"] = result.detail
             return Response(body, status=status.HTTP_201_CREATED)
         return Response({"invoices": [], "detail": result.detail})
 
@@ -292,6 +312,7 @@ class GenerateInvoice(SubscriptionAction):
             401: UNAUTHORIZED,
             404: NOT_FOUND,
             409: OpenApiResponse(E, description="Canceled subscription, or no tax rate configured"),
+            422: OpenApiResponse(E, description="An amount too large for an invoice (the detail says which)"),
         },
     )
 )
@@ -302,7 +323,11 @@ class UpcomingInvoice(SubscriptionAction):
         subscription = self.get_object()
         if subscription.status == Subscription.Status.CANCELED:
             raise Conflict(f"subscription {subscription.external_id} is canceled: nothing is upcoming")
-        return Response(s.UpcomingInvoiceSerializer(upcoming_invoice(subscription, timezone.now())).data)
+        try:
+            draft = upcoming_invoice(subscription, timezone.now())
+        except AmountTooLarge as exc:  # the run fails this subscription with the same reason
+            raise Unprocessable(str(exc)) from None
+        return Response(s.UpcomingInvoiceSerializer(draft).data)
 
 
 # -- events ----------------------------------------------------------------------------------------

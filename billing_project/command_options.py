@@ -1,9 +1,10 @@
 """Options that several management commands share."""
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.core.management.base import CommandError
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 
@@ -19,7 +20,32 @@ def parse_now(raw: str | None) -> datetime | None:
         raise CommandError(f"--now: {raw!r} is not an ISO 8601 timestamp (e.g. 2025-02-01T00:00:00Z)")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+        # The run adds hours (finalization is scheduled an hour after issue) and periods to it.
+        value + timedelta(days=1), value - timedelta(days=1)  # noqa: B018
+    except OverflowError:
+        raise CommandError(f"--now: {raw!r} is out of range") from None
+    return value
+
+
+# How far ahead of this host's clock a --now that writes may lie: a few minutes of clock skew
+# between hosts. Further ahead, a run would issue invoices for periods that have not ended and
+# finalize drafts before their late usage could arrive (D15).
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def refuse_future_now(now: datetime | None, why: str) -> None:
+    """For commands that write: a --now more than FUTURE_TOLERANCE ahead of the clock is refused;
+    `why` says what writing ahead of time would do."""
+    if now is None:
+        return
+    if now > timezone.now() + FUTURE_TOLERANCE:
+        minutes = int(FUTURE_TOLERANCE.total_seconds() // 60)
+        raise CommandError(
+            f"--now: {now:%Y-%m-%dT%H:%M:%SZ} is more than {minutes} minutes ahead of this host's "
+            f"clock: {why}"
+        )
 
 
 def attached_to_terminal(stdout=None, stderr=None) -> bool:

@@ -111,7 +111,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"run_id": {"()": "invoicing.worker_log.RunIdDefault"}},
     "formatters": {
-        "worker_console": {"format": WORKER_LOG_FORMAT},
+        # Both escape control characters in messages: one record, one line (D14).
+        "worker_console": {"()": "invoicing.worker_log.WorkerLineFormatter", "format": WORKER_LOG_FORMAT},
         "worker_file": {
             "()": "invoicing.worker_log.UTCISOFormatter",
             "format": "%(asctime)s " + WORKER_LOG_FORMAT,

@@ -44,6 +44,7 @@ def audit_invoices(counts: AuditCounts | None = None) -> Iterator[Finding]:
     yield from _one_invoice_per_period()
     yield from _periods_follow_each_other()
     yield from _numbers_without_gaps()
+    yield from _numbers_follow_issue_dates()
 
 
 def _show(amount, currency: str | None = None) -> str:
@@ -224,6 +225,32 @@ def _numbers_without_gaps() -> Iterator[Finding]:
             yield Finding(
                 subject, f"the counter has issued up to {last} but the highest invoice is {g['high']}"
             )
+
+
+def _numbers_follow_issue_dates() -> Iterator[Finding]:
+    """Numbers are chronological (D15): within an organization and year, a higher number is never
+    issued before a lower one. A replay with an earlier --now breaks that; the audit says where."""
+    ordered = {"partition_by": [F("organization_id"), F("number_year")], "order_by": F("n").asc()}
+    rows = (
+        Invoice.objects.filter(number__regex=NUMBER_SQL)
+        .annotate(
+            number_year=Cast(Substr("number", 5, 4), IntegerField()),
+            n=Cast(Substr("number", 10), IntegerField()),
+        )
+        .annotate(
+            previous_number=Window(Lag("number"), **ordered),
+            previous_issued_at=Window(Lag("issued_at"), **ordered),
+        )
+        .filter(issued_at__lt=F("previous_issued_at"))
+        .values_list("number", "organization__slug", "issued_at", "previous_number", "previous_issued_at")
+        .order_by("organization_id", "number_year", "n")
+    )
+    for number, org, issued_at, previous_number, previous_issued_at in rows.iterator(chunk_size=CHUNK):
+        yield Finding(
+            _who(number, org),
+            f"issued {issued_at:%Y-%m-%dT%H:%M:%SZ}, before {previous_number} "
+            f"({previous_issued_at:%Y-%m-%dT%H:%M:%SZ}): numbers run against issue dates",
+        )
 
 
 def _missing(numbers_of_one_year, shown: int = 10) -> list[str]:

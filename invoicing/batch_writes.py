@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing_project.sql_arrays import array_literal
 from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.parties import BUYER_COLUMNS, SELLER_COLUMNS
 from subscriptions.models import Subscription
 
 INVOICE_COLUMNS = [
@@ -29,6 +30,7 @@ INVOICE_COLUMNS = [
     ("tax_amount", "numeric"),
     ("tax_reason", "varchar"),
     ("total", "numeric"),
+    *BUYER_COLUMNS,  # the buyer as issued (invoicing.parties); the seller's come per organization
 ]
 LINE_COLUMNS = [
     ("invoice_id", "bigint"),
@@ -49,16 +51,16 @@ ADVANCE_COLUMNS = [
 ]
 
 
-def rows_source(columns, column_values) -> tuple[str, list]:
-    """A FROM item `v` with the given columns, and its parameters (one per column on PostgreSQL,
-    one in all on SQLite)."""
+def rows_source(columns, column_values, alias: str = "v") -> tuple[str, list]:
+    """A FROM item `alias` with the given columns, and its parameters (one per column on
+    PostgreSQL, one in all on SQLite)."""
     names = [name for name, _ in columns]
     if connection.vendor == "postgresql":
         arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
         params = [
             array_literal(values, kind) for values, (_, kind) in zip(column_values, columns, strict=True)
         ]
-        return f"unnest({arrays}) AS v ({', '.join(names)})", params
+        return f"unnest({arrays}) AS {alias} ({', '.join(names)})", params
     adapt = connection.ops.adapt_datetimefield_value
     converted = []
     for values, (_, kind) in zip(column_values, columns, strict=True):
@@ -69,7 +71,7 @@ def rows_source(columns, column_values) -> tuple[str, list]:
         converted.append(values)
     selected = ", ".join(f"json_extract(j.value, '$[{n}]') AS {name}" for n, name in enumerate(names))
     document = json.dumps(list(zip(*converted, strict=True)))
-    return f"(SELECT {selected} FROM json_each(%s) j) AS v", [document]
+    return f"(SELECT {selected} FROM json_each(%s) j) AS {alias}", [document]
 
 
 def _table(model) -> str:
@@ -80,13 +82,19 @@ def _columns(columns) -> str:
     return ", ".join(connection.ops.quote_name(name) for name, _ in columns)
 
 
-def insert_invoices(rows: list[tuple], *, issued_at, scheduled_finalize_at) -> list[int]:
+def insert_invoices(
+    rows: list[tuple], *, sellers: list[tuple], issued_at, scheduled_finalize_at
+) -> list[int]:
     """Insert DRAFT invoices (rows in INVOICE_COLUMNS order) that share issued_at and
-    scheduled_finalize_at; their ids, in the rows' order."""
+    scheduled_finalize_at; their ids, in the rows' order. `sellers`: (organization id, then
+    SELLER_COLUMNS) for each organization of the rows, joined to them in SQL: the seller's
+    snapshot is the same for all of an organization's invoices, so it travels once."""
     if not rows:
         return []
     created = timezone.now()
     source, params = rows_source(INVOICE_COLUMNS, list(zip(*rows, strict=True)))
+    seller_columns = [("organization_id", "bigint"), *SELLER_COLUMNS]
+    seller_source, seller_params = rows_source(seller_columns, list(zip(*sellers, strict=True)), alias="s")
     adapt = connection.ops.adapt_datetimefield_value
     constants = [
         Invoice.Status.DRAFT.value,
@@ -94,16 +102,19 @@ def insert_invoices(rows: list[tuple], *, issued_at, scheduled_finalize_at) -> l
     ]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_table(Invoice)} ({_columns(INVOICE_COLUMNS)}, status, issued_at, "
-            f"scheduled_finalize_at, created_at, updated_at) "
-            f"SELECT {', '.join(f'v.{name}' for name, _ in INVOICE_COLUMNS)}, %s, %s, %s, %s, %s "
-            f"FROM {source} "
+            f"INSERT INTO {_table(Invoice)} ({_columns(INVOICE_COLUMNS)}, {_columns(SELLER_COLUMNS)}, "
+            f"status, issued_at, scheduled_finalize_at, created_at, updated_at) "
+            f"SELECT {', '.join(f'v.{name}' for name, _ in INVOICE_COLUMNS)}, "
+            f"{', '.join(f's.{name}' for name, _ in SELLER_COLUMNS)}, %s, %s, %s, %s, %s "
+            f"FROM {source} JOIN {seller_source} ON s.organization_id = v.organization_id "
             f"RETURNING organization_id, number, id",
             # The constants come first in the statement's text, so first in the parameters.
-            [*constants, *params],
+            [*constants, *params, *seller_params],
         )
         # RETURNING's order is not promised: match each row by its unique (organization, number).
         ids = {(organization_id, number): pk for organization_id, number, pk in cursor.fetchall()}
+    if len(ids) != len(rows):  # a row whose organization had no seller snapshot: never silently
+        raise ValueError(f"{len(rows) - len(ids)} invoices have no seller snapshot")
     return [ids[(row[1], row[0])] for row in rows]
 
 

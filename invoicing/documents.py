@@ -74,6 +74,17 @@ class InvoiceLocale:
 
 
 @dataclass
+class DocumentParty:
+    """A party as the invoice shows it: from the invoice's snapshot, never the live row."""
+
+    name: str
+    address: list[str]
+    tax_id: str
+    email: str = ""
+    external_id: str = ""
+
+
+@dataclass
 class DocumentLine:
     description: str
     quantity: str
@@ -83,8 +94,17 @@ class DocumentLine:
 
 def invoice_context(invoice: Invoice) -> dict:
     """Everything the template shows, already formatted: the template does no arithmetic."""
-    seller, buyer = invoice.organization, invoice.customer
-    fmt = InvoiceLocale(str(seller.country))
+    # The parties as issued (invoicing.parties): renaming a customer or a seller afterwards
+    # changes nothing here.
+    seller = DocumentParty(invoice.seller_name, invoice.seller_address.splitlines(), invoice.seller_tax_id)
+    buyer = DocumentParty(
+        invoice.buyer_name,
+        invoice.buyer_address.splitlines(),
+        invoice.buyer_tax_id,
+        invoice.buyer_email,
+        invoice.buyer_external_id,
+    )
+    fmt = InvoiceLocale(invoice.seller_country)
     currency = invoice.currency
     reason = Invoice.TaxReason(invoice.tax_reason)
     lines = [
@@ -99,9 +119,10 @@ def invoice_context(invoice: Invoice) -> dict:
     return {
         "invoice": invoice,
         "seller": seller,
-        "seller_address": seller.address_lines(),
+        "seller_address": seller.address,
         "buyer": buyer,
-        "buyer_address": buyer.address_lines(),
+        "buyer_address": buyer.address,
+        "subscription_external_id": invoice.subscription_external_id,
         "issue_date": invoice.finalized_at or invoice.issued_at,
         "period_first_day": invoice.period_start.date(),
         "period_last_day": last_day(invoice.period_end),
@@ -119,12 +140,9 @@ def invoice_context(invoice: Invoice) -> dict:
 
 
 def _loaded(invoice: Invoice) -> Invoice:
-    """The invoice with its parties and lines in three queries, whatever the caller passed."""
-    return (
-        Invoice.objects.select_related("organization", "customer", "subscription__plan")
-        .prefetch_related("line_items")
-        .get(pk=invoice.pk)
-    )
+    """The invoice and its lines in two queries, whatever the caller passed. The parties come
+    from the invoice's own snapshot columns."""
+    return Invoice.objects.prefetch_related("line_items").get(pk=invoice.pk)
 
 
 def render_invoice_html(invoice: Invoice, *, toolbar: dict | None = None) -> str:

@@ -39,7 +39,9 @@ from invoicing import money
 from invoicing.batch_writes import advance_subscriptions, insert_invoices, insert_lines
 from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers
+from invoicing.parties import buyer_snapshot, seller_snapshot
 from invoicing.pricing import InvoiceDraft, last_day, price_period
+from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
 from invoicing.worker_log import new_run_id, run_logger
@@ -48,6 +50,18 @@ from subscriptions.models import Charge, Organization, Plan, Subscription
 from subscriptions.periods import next_period, periods_due_and_next
 
 FINALIZE_AFTER = timedelta(hours=1)
+# At most this many periods of one subscription per run (and per API or admin trigger); a
+# subscription further behind stays due, is left alone for the rest of the run once it got its
+# share, and the next run bills the next periods. 50 covers every ordinary catch-up in one run (a
+# daily plan seven weeks behind, a monthly one four years) while one far-behind subscription (a
+# daily plan started 2000-01-01 is ~9,800 periods behind) costs a run no more than 50 of its
+# invoices: it never holds up the others, and an hourly cron catches up 1,200 periods a day.
+MAX_PERIODS_PER_SUBSCRIPTION = 50
+# A batch plans at most about this many invoice lines (periods x charges); the subscriptions
+# claimed beyond it are let go at the commit and claimed by the next batch. Ordinary batches (500
+# subscriptions, one period each) stay far below it; it bounds a batch's memory when many claimed
+# subscriptions are far behind (500 x 50 periods x 50 charges would be 1.25 million lines).
+MAX_LINES_PER_BATCH = 50_000
 # Subscriptions claimed per transaction. Smaller batches keep both claimers busy longer at the
 # run's start and end; below a few hundred, per-statement costs start to show.
 BATCH_SIZE = 500
@@ -72,11 +86,17 @@ CLAIMED_FIELDS = (
     "customer__state",
     "customer__tax_id",
     "customer__tax_exempt",
+    # The rest of what the invoice's party snapshot copies (invoicing.parties).
+    "customer__address_line1",
+    "customer__address_line2",
+    "customer__city",
+    "customer__postal_code",
+    "customer__email",
 )
 
 
 class ClaimedCustomer:
-    """The customer fields that tax and the log lines read."""
+    """The customer fields that tax, the log lines and the invoice's party snapshot read."""
 
     __slots__ = ("id", *(f.removeprefix("customer__") for f in CLAIMED_FIELDS if f.startswith("customer__")))
 
@@ -110,6 +130,11 @@ class ClaimedSubscription:
             customer.state,
             customer.tax_id,
             customer.tax_exempt,
+            customer.address_line1,
+            customer.address_line2,
+            customer.city,
+            customer.postal_code,
+            customer.email,
         ) = row[11:]
 
 
@@ -124,6 +149,7 @@ class SubscriptionPlan:
     next_start: datetime | None = None
     next_end: datetime | None = None
     cancel: bool = False
+    more_due: bool = False  # periods beyond MAX_PERIODS_PER_SUBSCRIPTION are left for the next run
 
 
 @dataclass
@@ -140,6 +166,8 @@ class RunResult:
     drafts: list[InvoiceDraft] = field(default_factory=list)  # dry runs only
     failures: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
     skips: list[tuple[ClaimedSubscription, str]] = field(default_factory=list)
+    # Subscriptions that got MAX_PERIODS_PER_SUBSCRIPTION periods and are still behind.
+    more_due: list[ClaimedSubscription] = field(default_factory=list)
     _invoices: list[Invoice] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -173,6 +201,10 @@ class InvoiceGenerator:
         # Subscriptions that failed in this run, whichever claimer met them: no claimer tries
         # them again (a failure is counted and logged once per run).
         self._failed_ids: set[int] = set()
+        self._dry = False
+        # Subscriptions billed up to MAX_PERIODS_PER_SUBSCRIPTION in this run and still behind: no
+        # claimer takes them again in this run, so they never hold up the others.
+        self._caught_up_for_now: set[int] = set()
         # Each claimer's own state: `lines`, the log lines of its committed batches not yet
         # written (see _lines_written_meanwhile).
         self._claimer = threading.local()
@@ -192,22 +224,21 @@ class InvoiceGenerator:
         # In UTC, so the invoice number's year is the UTC calendar year of issued_at whatever the
         # caller's time zone (New Year's Eve 22:30 UTC is already 2026 in Athens).
         now = (now or timezone.now()).astimezone(UTC)
-        result = RunResult(run_id=new_run_id())
+        result = RunResult(run_id=new_run_id())  # a dry run's; a real run's comes with its row
         self.log = run_logger(self.worker, result.run_id)
         self._charges, self._usage, self._rates = {}, {}, TaxRateBook.load()
         self._plans, self._organizations, self._taxes = {}, {}, {}
-        self._abandoned, self._failed_ids = False, set()
+        self._abandoned, self._failed_ids, self._caught_up_for_now = False, set(), set()
         self._claimer.lines = []  # this thread's; the run writes what is left of it at its end
+        self._dry = dry_run
         if dry_run:
             return self._dry_run(now, subscription_id, result)
 
-        run = WorkerRun.objects.create(
-            worker=self.worker,
-            run_id=result.run_id,
-            scope="subscription" if subscription_id else "all",
-            billed_at=now,
-            started_at=timezone.now(),
-        )
+        close_abandoned_runs()
+        run = start_run(self.worker, billed_at=now, scope="subscription" if subscription_id else "all")
+        result.run_id = run.run_id
+        self.log = run_logger(self.worker, run.run_id)
+        self._heartbeat = Heartbeat(run)
         self.log.info("🚀 Invoice generation started")
         error = ""
         try:
@@ -288,7 +319,7 @@ class InvoiceGenerator:
             while not (self.stop_requested or self._abandoned) and self._bill_batch(
                 now, subscription_id, result
             ):
-                pass
+                self._heartbeat.beat()
         finally:
             self._write_committed_lines()
 
@@ -298,8 +329,8 @@ class InvoiceGenerator:
         """Claim, plan, write and commit one batch. False when nothing was left to claim."""
         with ExitStack() as logging_meanwhile, transaction.atomic():
             with self._result_lock:
-                failed_ids = list(self._failed_ids)
-            claim = due_subscriptions(now).exclude(id__in=failed_ids)
+                left_alone = [*self._failed_ids, *self._caught_up_for_now]
+            claim = due_subscriptions(now).exclude(id__in=left_alone)
             if subscription_id is not None:
                 claim = claim.filter(id=subscription_id)
             claimed = [
@@ -314,7 +345,9 @@ class InvoiceGenerator:
             # and this claim. It recorded the failure before its commit released the row, so the
             # failure is known by now: leave that subscription alone (the lock goes with the commit).
             with self._result_lock:
-                subscriptions = [s for s in claimed if s.id not in self._failed_ids]
+                subscriptions = [
+                    s for s in claimed if s.id not in self._failed_ids and s.id not in self._caught_up_for_now
+                ]
             if not subscriptions:
                 return True
             self._attach_plans_and_organizations(subscriptions)
@@ -327,6 +360,7 @@ class InvoiceGenerator:
             # subscriptions, and from then on the shared set does.
             with self._result_lock:
                 self._failed_ids.update(subscription.id for subscription, _ in failures)
+                self._caught_up_for_now.update(plan.subscription.id for plan, _ in written if plan.more_due)
         # Log only after the commit: a line never claims an invoice that was rolled back.
         with self._result_lock:
             self._account(failures, written, result)
@@ -364,6 +398,15 @@ class InvoiceGenerator:
                 result.invoice_ids.append(invoice_id)
             if plan.cancel:
                 line((logging.INFO, f"🛑 Canceled {plan.subscription.external_id} at period end"))
+            if plan.more_due:
+                result.more_due.append(plan.subscription)
+                line(
+                    (
+                        logging.WARNING,
+                        f"⏳ More due {plan.subscription.external_id} | billed {len(plan.drafts)} period(s), "
+                        f"the most one run bills; more have ended: the next run bills them",
+                    )
+                )
             if invoices:
                 result.successful += 1
             else:
@@ -375,13 +418,27 @@ class InvoiceGenerator:
             self.progress(result.processed, self._due_count)
 
     def _plan(self, subscriptions, now) -> tuple[list[SubscriptionPlan], list]:
+        """Price the due periods of these subscriptions. In a real run, the subscriptions past
+        MAX_LINES_PER_BATCH are left out (neither planned nor failed): they stay due for the next
+        batch. A dry run plans every one (it keeps nothing but the drafts it prints)."""
+        line_budget = None if self._dry else MAX_LINES_PER_BATCH
         self._load_charges({s.plan_id for s in subscriptions})
         billed = self._already_billed(subscriptions)
-        plans = []
+        plans, failures = [], []
         questions, owners = [], []
         for subscription in subscriptions:
             plan = SubscriptionPlan(subscription, cancel=subscription.cancel_at_period_end)
-            periods, (plan.next_start, plan.next_end) = self._periods(subscription, now)
+            try:
+                periods, (plan.next_start, plan.next_end) = self._periods(subscription, now)
+            except (OverflowError, ValueError) as exc:  # a period beyond year 9999 (set by SQL)
+                failures.append((subscription, one_line_reason(exc)))
+                continue
+            if line_budget is not None:
+                lines = len(periods) * max(1, len(self._charges[subscription.plan_id]))
+                if plans and lines > line_budget:
+                    continue  # the first always fits, so every batch makes progress
+                line_budget -= lines
+            plan.more_due = not plan.cancel and plan.next_end <= now
             for period in periods:
                 number = billed.get((subscription.id, period[0]))
                 if number:
@@ -399,21 +456,20 @@ class InvoiceGenerator:
         for (sub_id, start, charge_id), quantity in zip(owners, aggregate_usage(questions), strict=True):
             quantities[(sub_id, start)][charge_id] = quantity
 
-        ready, failures = [], []
+        ready = []
         for plan in plans:
             subscription = plan.subscription
             try:
                 for period in plan.periods:
                     tax = self._tax(subscription.customer, subscription.organization, last_day(period[1]))
-                    plan.drafts.append(
-                        price_period(
-                            subscription,
-                            self._charges[subscription.plan_id],
-                            period,
-                            quantities[(subscription.id, period[0])],
-                            tax,
-                        )
+                    draft = price_period(
+                        subscription,
+                        self._charges[subscription.plan_id],
+                        period,
+                        quantities[(subscription.id, period[0])],
+                        tax,
                     )
+                    plan.drafts.append(draft)
             except Exception as exc:  # one subscription's bad data must not stop the run
                 failures.append((subscription, one_line_reason(exc)))
                 continue
@@ -428,6 +484,7 @@ class InvoiceGenerator:
             subscription.current_period_end,
             subscription.cancel_at_period_end,
             now,
+            MAX_PERIODS_PER_SUBSCRIPTION,
         )
 
     # -- log lines of committed batches ------------------------------------------------------------
@@ -459,18 +516,23 @@ class InvoiceGenerator:
             self.log.log(level, message)
 
     def _write(self, plans, now):
-        """Write the batch in one savepoint; if it fails, one savepoint per subscription."""
+        """Write the batch in one savepoint; if it fails, one savepoint per subscription. If the
+        connection or the transaction itself is gone, no subscription is to blame: the batch
+        is rolled back whole and the run fails (D16)."""
         try:
             with transaction.atomic():
                 return list(zip(plans, self._insert(plans, now), strict=True)), []
         except DatabaseError:
-            pass
+            if transaction_broken():
+                raise
         written, failures = [], []
         for plan in plans:
             try:
                 with transaction.atomic():
                     written.append((plan, self._insert([plan], now)[0]))
             except DatabaseError as exc:
+                if transaction_broken():
+                    raise
                 failures.append((plan.subscription, one_line_reason(exc)))
         return written, failures
 
@@ -486,10 +548,13 @@ class InvoiceGenerator:
             numbers[organization_id] = take_invoice_numbers(organization_id, now.year, count)
             numbers[organization_id].reverse()
 
-        rows, drafts, advances = [], [], []
+        rows, drafts, advances, sellers = [], [], [], {}
         for plan in plans:
             subscription = plan.subscription
             available = numbers[subscription.organization_id]
+            if subscription.organization_id not in sellers:
+                sellers[subscription.organization_id] = seller_snapshot(subscription.organization)
+            buyer = buyer_snapshot(subscription.customer, subscription.external_id) if plan.drafts else ()
             for draft in plan.drafts:
                 rows.append(
                     (
@@ -505,6 +570,7 @@ class InvoiceGenerator:
                         draft.tax_amount,
                         draft.tax_reason,
                         draft.total,
+                        *buyer,
                     )
                 )
                 drafts.append(draft)
@@ -529,7 +595,12 @@ class InvoiceGenerator:
                     )
                 )
 
-        ids = insert_invoices(rows, issued_at=now, scheduled_finalize_at=now + FINALIZE_AFTER)
+        ids = insert_invoices(
+            rows,
+            sellers=[(organization_id, *seller) for organization_id, seller in sellers.items()],
+            issued_at=now,
+            scheduled_finalize_at=now + FINALIZE_AFTER,
+        )
         lines = [
             (
                 invoice_id,
@@ -670,11 +741,22 @@ def one_line_reason(exc: Exception) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def due_periods(anchor, interval, start, end, cancel_at_period_end, now):
+def due_periods(anchor, interval, start, end, cancel_at_period_end, now, limit=None):
     """The periods to bill now, and the one the subscription moves on to: every period that
-    ended by `now`, or only the current one when it cancels at its end."""
-    periods, following = periods_due_and_next(anchor, interval, start, end, now)
+    ended by `now` (at most `limit`), or only the current one when it cancels at its end."""
+    periods, following = periods_due_and_next(anchor, interval, start, end, now, limit)
     if cancel_at_period_end and len(periods) > 1:
         periods = periods[:1]
         following = next_period(anchor, interval, periods[-1][1])
     return periods, following
+
+
+def transaction_broken() -> bool:
+    """After a savepoint failed: whether the transaction itself is gone (the connection was closed
+    or terminated, so the savepoint could not even be rolled back). Then nothing after it can
+    succeed and no subscription or draft is to blame: the run fails instead of retrying each one
+    and reporting every rolled-back one as failed (D16)."""
+    if connection.needs_rollback or connection.closed_in_transaction:
+        return True
+    raw = connection.connection
+    return raw is None or bool(getattr(raw, "closed", False))

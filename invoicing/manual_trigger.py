@@ -4,7 +4,7 @@ say in words why nothing was billed when nothing was."""
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from invoicing.generator import InvoiceGenerator
+from invoicing.generator import MAX_PERIODS_PER_SUBSCRIPTION, InvoiceGenerator
 from invoicing.models import Invoice
 from subscriptions.models import Subscription
 
@@ -14,6 +14,13 @@ class TriggerResult:
     invoices: list[Invoice] = field(default_factory=list)
     detail: str = ""
     failed: bool = False
+    more_due: bool = False  # billed MAX_PERIODS_PER_SUBSCRIPTION periods and more have ended
+
+
+MORE_DUE = (
+    f"billed the {MAX_PERIODS_PER_SUBSCRIPTION} oldest ended periods, the most one request bills; more "
+    "have ended: call again, or the hourly invoice run bills them"
+)
 
 
 def bill_subscription_now(subscription: Subscription, now: datetime) -> TriggerResult:
@@ -21,6 +28,8 @@ def bill_subscription_now(subscription: Subscription, now: datetime) -> TriggerR
     the worker, so a manual trigger racing cron can never double-bill."""
     run = InvoiceGenerator().process_subscription(subscription.id, now)
     if run.invoices:
+        if run.more_due:
+            return TriggerResult(invoices=run.invoices, more_due=True, detail=MORE_DUE)
         return TriggerResult(invoices=run.invoices)
     if run.failures:
         return TriggerResult(detail=f"billing failed: {run.failures[0][1]}", failed=True)

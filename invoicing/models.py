@@ -53,6 +53,23 @@ class InvoiceLockedError(Exception):
     """A change that a finalized, paid or void invoice does not allow (spec section 4)."""
 
 
+# The parties as they were when the invoice was issued (the run writes them with the draft, see
+# invoicing.parties): the document shows these, never the live organization and customer rows.
+PARTY_SNAPSHOT_FIELDS = (
+    "seller_name",
+    "seller_address",
+    "seller_tax_id",
+    "seller_country",
+    "buyer_name",
+    "buyer_address",
+    "buyer_tax_id",
+    "buyer_email",
+    "buyer_external_id",
+    "buyer_country",
+    "subscription_external_id",
+)
+
+
 # What an invoice keeps for ever once it is no longer a draft. Migration 0005's database triggers
 # enforce the same list (frozen there, as migrations must be); the guard below refuses in Python
 # first, with a message naming the fields.
@@ -72,9 +89,12 @@ LOCKED_FIELDS = (
     "issued_at",
     "scheduled_finalize_at",
     "finalized_at",
+    *PARTY_SNAPSHOT_FIELDS,
 )
 # The only ways out of FINALIZED, each setting its date once.
 LOCKED_TRANSITIONS = {("FINALIZED", "PAID"): "paid_at", ("FINALIZED", "VOID"): "voided_at"}
+# Where a draft may go (D20); migration 0009's trigger says the same.
+DRAFT_EXITS = {"DRAFT", "FINALIZED", "VOID"}
 _GUARDED = (*LOCKED_FIELDS, "status", "paid_at", "voided_at")
 
 
@@ -131,6 +151,19 @@ class Invoice(models.Model):
     voided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The snapshot (PARTY_SNAPSHOT_FIELDS): addresses as printed, one line a part, the country
+    # by name last; the countries as codes too (the seller's picks the document's number format).
+    seller_name = models.CharField(max_length=200, blank=True, default="")
+    seller_address = models.TextField(blank=True, default="")
+    seller_tax_id = models.CharField(max_length=50, blank=True, default="")
+    seller_country = models.CharField(max_length=2, blank=True, default="")
+    buyer_name = models.CharField(max_length=200, blank=True, default="")
+    buyer_address = models.TextField(blank=True, default="")
+    buyer_tax_id = models.CharField(max_length=50, blank=True, default="")
+    buyer_email = models.CharField(max_length=254, blank=True, default="")
+    buyer_external_id = models.CharField(max_length=200, blank=True, default="")
+    buyer_country = models.CharField(max_length=2, blank=True, default="")
+    subscription_external_id = models.CharField(max_length=200, blank=True, default="")
 
     objects = InvoiceQuerySet.as_manager()
 
@@ -209,12 +242,18 @@ class Invoice(models.Model):
         """Raise InvoiceLockedError if saving now would change what a non-draft keeps."""
         stored = self._stored_values()
         old = stored.get("status")
-        if old is None or old == self.Status.DRAFT:
-            return
         written = None if update_fields is None else set(update_fields)
 
         def writes(attname):
             return written is None or attname in written or attname.removesuffix("_id") in written
+
+        if old is None:
+            return
+        if old == self.Status.DRAFT:
+            new = self.status if writes("status") else old
+            if new not in DRAFT_EXITS:
+                raise InvoiceLockedError(f"{self.number} cannot go from DRAFT to {new}: finalize it first")
+            return
 
         changed = [f for f in LOCKED_FIELDS if f in stored and writes(f) and getattr(self, f) != stored[f]]
         if changed:
@@ -290,6 +329,8 @@ class WorkerRun(models.Model):
         SUCCEEDED = "SUCCEEDED"
         FAILED = "FAILED"
         INTERRUPTED = "INTERRUPTED"
+        # Its process died without recording an end (invoicing.run_lease closes such rows).
+        ABANDONED = "ABANDONED"
 
     worker = models.CharField(max_length=50)
     run_id = models.CharField(max_length=8, unique=True)
@@ -299,6 +340,9 @@ class WorkerRun(models.Model):
     billed_at = models.DateTimeField(help_text="The moment the run billed as (--now replays it)")
     started_at = models.DateTimeField(help_text="Wall-clock time")
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Wall-clock time the run last showed signs of life"
+    )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
     processed = models.PositiveIntegerField(default=0)
     successful = models.PositiveIntegerField(default=0)
@@ -317,6 +361,10 @@ class WorkerRun(models.Model):
             models.CheckConstraint(
                 condition=Q(status="RUNNING") | Q(finished_at__isnull=False),
                 name="worker_run_finished_has_date",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED", "ABANDONED"]),
+                name="worker_run_status_known",
             ),
         ]
         indexes = [models.Index(fields=["worker", "status", "-finished_at"], name="worker_run_health_idx")]

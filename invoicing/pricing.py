@@ -51,16 +51,17 @@ def price_line(charge, quantity: Decimal, currency: str, position: int) -> LineD
         description=description,
         quantity=quantity,
         unit_price=charge.unit_price,
-        amount=money.multiply(quantity, charge.unit_price, currency),
+        amount=money.multiply(quantity, charge.unit_price, currency, description),
         position=position,
     )
 
 
 def totals(amounts: list[Decimal], tax_rate: Decimal, currency: str) -> tuple[Decimal, Decimal, Decimal]:
     """(subtotal, tax_amount, total): tax is rounded once, on the subtotal, not per line."""
-    subtotal = sum(amounts, Decimal(0))
+    subtotal = money.check_amount(sum(amounts, Decimal(0)), currency, "the subtotal")
     tax_amount = money.percent_of(subtotal, tax_rate, currency)
-    return subtotal, tax_amount, subtotal + tax_amount
+    total = money.check_amount(subtotal + tax_amount, currency, "the total (tax included)")
+    return subtotal, tax_amount, total
 
 
 def price_period(subscription, charges, period, quantities: dict, tax: tuple[Decimal, str]) -> InvoiceDraft:

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from invoicing.models import Invoice, WorkerRun
 from invoicing.pricing import last_day, price_period
+from invoicing.run_lease import close_abandoned_runs
 from invoicing.tax import calculate_tax
 from metering.selectors import UsageQuestion, aggregate_usage
 from subscriptions.models import Charge, Subscription
@@ -30,6 +31,7 @@ def worker_health(worker: str = "invoice_generator", now: datetime | None = None
     the health endpoint and the worker_health command report an outage instead of failing."""
     now = now or timezone.now()
     try:
+        close_abandoned_runs()  # a killed run's row would otherwise say RUNNING forever (D16)
         return _worker_health(worker, now)
     except DatabaseError as exc:
         # The exception's text names hosts and ports; a public health answer says only what failed.

@@ -7,15 +7,17 @@ to the period is billed; once finalized, an invoice never changes again.
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
 from invoicing import money
+from invoicing.generator import one_line_reason, transaction_broken
 from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
 from invoicing.pricing import totals
+from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import drafts_due_for_finalization
-from invoicing.worker_log import new_run_id, run_logger
+from invoicing.worker_log import run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
 
 
@@ -29,6 +31,11 @@ ALLOWED = {
     "mark_paid": {Invoice.Status.FINALIZED},
 }
 _ALREADY = {Invoice.Status.FINALIZED: "finalized", Invoice.Status.PAID: "paid", Invoice.Status.VOID: "void"}
+
+
+class UnbillableDraft(InvoiceStateError):
+    """A refreshed draft whose usage yields a quantity or an amount its columns cannot hold: it
+    cannot be finalized as it is (the API answers 409, the admin shows the reason)."""
 
 
 def _check(invoice: Invoice, action: str) -> None:
@@ -75,21 +82,27 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
                         subscription_id=invoice.subscription_id,
                     )
                 )
-    for line, quantity in zip(usage_lines, aggregate_usage(questions), strict=True):
-        line.quantity = quantity
-        line.amount = money.multiply(quantity, line.unit_price, line.invoice.currency)
-    InvoiceLineItem.objects.bulk_update(usage_lines, ["quantity", "amount"])
-
     changed = []
-    touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
-    for invoice in invoices:
-        invoice.updated_at = touched
-        old_total = invoice.total
-        invoice.subtotal, invoice.tax_amount, invoice.total = totals(
-            [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
-        )
-        if invoice.total != old_total:
-            changed.append((invoice, old_total))
+    # Priced before any write: an amount no invoice can hold is refused with a reason naming the
+    # line, instead of `numeric field overflow` for the whole batch.
+    try:
+        for line, quantity in zip(usage_lines, aggregate_usage(questions), strict=True):
+            line.quantity = quantity
+            line.amount = money.multiply(
+                quantity, line.unit_price, line.invoice.currency, f"usage '{line.description}'"
+            )
+        touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
+        for invoice in invoices:
+            invoice.updated_at = touched
+            old_total = invoice.total
+            invoice.subtotal, invoice.tax_amount, invoice.total = totals(
+                [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
+            )
+            if invoice.total != old_total:
+                changed.append((invoice, old_total))
+    except money.AmountTooLarge as exc:
+        raise UnbillableDraft(str(exc)) from exc
+    InvoiceLineItem.objects.bulk_update(usage_lines, ["quantity", "amount"])
     Invoice.objects.bulk_update(invoices, ["subtotal", "tax_amount", "total", "updated_at"])
     return changed
 
@@ -136,35 +149,83 @@ class FinalizeResult:
     run_id: str
     finalized: list[Invoice] = field(default_factory=list)
     refreshed: list[tuple[Invoice, object]] = field(default_factory=list)
+    # (invoice, one-line reason) of each draft that could not be finalized; it stays a DRAFT.
+    failures: list[tuple[Invoice, str]] = field(default_factory=list)
+
+
+def _finalize(invoices: list[Invoice], now: datetime) -> list[tuple[Invoice, object]]:
+    """Refresh and finalize these locked drafts (a few statements for the lot); the changed totals."""
+    changed = refresh_drafts(invoices)
+    touched = timezone.now()  # bulk_update skips auto_now
+    for invoice in invoices:
+        invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
+        invoice.updated_at = touched
+    Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
+    return changed
+
+
+def _finalize_batch(ids: list[int], now: datetime):
+    """The batch in one savepoint; if that fails, one savepoint per draft, so a draft that cannot be
+    finalized (usage too large for its columns, a bug) fails alone and the rest still finalize --
+    the same pattern as the invoice run's writes. Returns (finalized, changed, failures)."""
+    invoices = list(_with_lines(Invoice.objects.filter(id__in=ids)).order_by("id"))
+    try:
+        with transaction.atomic():
+            return invoices, _finalize(invoices, now), []
+    except Exception:
+        if transaction_broken():
+            raise  # the connection or transaction is gone: no draft is to blame
+    # The failed attempt changed the instances: start again from the stored drafts.
+    finalized, changed, failures = [], [], []
+    for invoice in _with_lines(Invoice.objects.filter(id__in=ids)).order_by("id"):
+        try:
+            with transaction.atomic():
+                changed += _finalize([invoice], now)
+        except Exception as exc:
+            if transaction_broken():
+                raise
+            failures.append((invoice, exc))
+            continue
+        finalized.append(invoice)
+    return finalized, changed, failures
 
 
 def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResult:
-    """Finalize every draft whose scheduled_finalize_at has passed, in skip-locked batches."""
-    result = FinalizeResult(run_id=new_run_id())
+    """Finalize every draft whose scheduled_finalize_at has passed, in skip-locked batches. A draft
+    that cannot be finalized is logged and counted, stays a DRAFT and is left alone for the rest of
+    the run; the next run tries it again."""
+    close_abandoned_runs()
+    run = start_run("invoice_finalizer", billed_at=now)
+    result = FinalizeResult(run_id=run.run_id)
     log = run_logger("invoice_finalizer", result.run_id)
-    run = WorkerRun.objects.create(
-        worker="invoice_finalizer", run_id=result.run_id, billed_at=now, started_at=timezone.now()
-    )
+    heartbeat = Heartbeat(run)
     log.info("🚀 Invoice finalization started")
     status, error = WorkerRun.Status.FAILED, ""
+    failed_ids: set[int] = set()
     try:
         while True:
             with transaction.atomic():
+                # NO KEY UPDATE: finalizing changes no key, and must not block inserts of lines.
                 ids = list(
                     drafts_due_for_finalization(now)
-                    .select_for_update(skip_locked=True)
+                    .exclude(id__in=failed_ids)
+                    .select_for_update(skip_locked=True, no_key=True)
                     .order_by("scheduled_finalize_at", "id")
                     .values_list("id", flat=True)[:batch_size]
                 )
                 if not ids:
                     break
-                invoices = list(_with_lines(Invoice.objects.filter(id__in=ids)).order_by("id"))
-                changed = refresh_drafts(invoices)
-                touched = timezone.now()  # bulk_update skips auto_now
-                for invoice in invoices:
-                    invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
-                    invoice.updated_at = touched
-                Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
+                invoices, changed, failures = _finalize_batch(ids, now)
+            # Logged after the commit: a line never claims a finalization that was rolled back.
+            for invoice, exc in failures:
+                failed_ids.add(invoice.id)
+                reason = one_line_reason(exc)
+                result.failures.append((invoice, reason))
+                expected = isinstance(exc, InvoiceStateError | DatabaseError | ArithmeticError | ValueError)
+                log.error(
+                    f"❌ Failed {invoice.number} | customer={invoice.customer.name} | error={reason}",
+                    exc_info=None if expected else exc,
+                )
             for invoice, old_total in changed:
                 log.info(
                     f"🔄 Refreshed {invoice.number} | late usage | total="
@@ -178,15 +239,20 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
                 )
             result.finalized += invoices
             result.refreshed += changed
+            heartbeat.beat()
         status = WorkerRun.Status.SUCCEEDED
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = one_line_reason(exc)
         log.error(f"💥 Run failed | error={error}")
         raise
     finally:
-        count = len(result.finalized)
+        count, failed = len(result.finalized), len(result.failures)
         run.status, run.error, run.finished_at = status, error, timezone.now()
-        run.processed = run.successful = run.invoices_created = count
-        run.save()
-        log.info(f"🏁 Completed | processed={count} | successful={count} | failed=0")
+        run.processed, run.successful, run.failed = count + failed, count, failed
+        run.invoices_created = count
+        try:
+            run.save()
+        except DatabaseError as exc:  # the database may be what failed; the log still tells
+            log.error(f"💥 Could not record the run | error={one_line_reason(exc)}")
+        log.info(f"🏁 Completed | processed={count + failed} | successful={count} | failed={failed}")
     return result

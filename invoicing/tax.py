@@ -29,6 +29,11 @@ class MissingTaxRate(LookupError):
     pass
 
 
+class MissingCountry(MissingTaxRate):
+    """No rule applies without both countries: an error, never a silent 0% "outside scope" (D13).
+    The API and the admin require a country; a row changed by SQL or an import may lack one."""
+
+
 class TaxRateBook:
     """Every TaxRate row, loaded once per run: the table is small and read for every invoice."""
 
@@ -69,7 +74,11 @@ def has_valid_vat_number(customer) -> bool:
 def calculate_tax(customer, organization, on: date, rates: TaxRateBook | None = None):
     """(rate in percent, reason) for an invoice to `customer` from `organization`."""
     rates = rates or TaxRateBook.load()
-    seller, buyer = str(organization.country), str(customer.country)
+    seller, buyer = str(organization.country or ""), str(customer.country or "")
+    if not buyer:
+        raise MissingCountry(f"customer {customer.external_id} has no country")
+    if not seller:
+        raise MissingCountry(f"organization {organization.slug} has no country")
     if customer.tax_exempt:
         return ZERO, Reason.EXEMPT.value
     if buyer == seller:

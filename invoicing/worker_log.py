@@ -2,12 +2,15 @@
 
 import logging
 import os
+import re
 import secrets
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from django.conf import settings
+
+from billing_project.control_characters import escape_control_characters
 
 
 class RunIdDefault(logging.Filter):
@@ -19,7 +22,27 @@ class RunIdDefault(logging.Filter):
         return True
 
 
-class UTCISOFormatter(logging.Formatter):
+class WorkerLineFormatter(logging.Formatter):
+    """One record, one line: the message (customer names, external ids, error messages...) is
+    escaped, so no value can forge a line of its own (D14). A traceback keeps its lines, each
+    indented, so none can pass for a record; its control characters are escaped too."""
+
+    def formatMessage(self, record):  # noqa: N802 (logging's API)
+        record.message = escape_control_characters(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei):  # noqa: N802 (logging's API)
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info):  # noqa: N802 (logging's API)
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + escape_control_characters(line) for line in text.split("\n"))
+
+
+class UTCISOFormatter(WorkerLineFormatter):
     def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's API)
         return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
 
@@ -41,12 +64,14 @@ def log_files(worker: str) -> list[Path]:
 
 
 def run_log_lines(worker: str, run_id: str, limit: int = 2000) -> list[str]:
-    """The lines one run wrote, in order (at most the last `limit`)."""
-    marker = f"| run_id={run_id} |"
+    """The lines one run wrote, in order (at most the last `limit`). The run id is matched where
+    the line's own prefix puts it (`<time> [LEVEL] worker.x | run_id=... |`), never inside a
+    message."""
+    own = re.compile(rf"\S+ \[[A-Z]+\] worker\.\w+ \| run_id={re.escape(run_id)} \|")
     lines: list[str] = []
     for path in log_files(worker):
         with path.open(encoding="utf-8", errors="replace") as handle:
-            lines += [line.rstrip("\n") for line in handle if marker in line]
+            lines += [line.rstrip("\n") for line in handle if own.match(line)]
     return lines[-limit:]
 
 

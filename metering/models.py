@@ -1,6 +1,8 @@
 from django.db import models
 from django.db.models import Q
 
+from billing_project.control_characters import refuse_control_characters
+
 
 class Meter(models.Model):
     class Aggregation(models.TextChoices):
@@ -17,8 +19,10 @@ class Meter(models.Model):
     organization = models.ForeignKey(  # indexed by the unique (organization, code)
         "subscriptions.Organization", on_delete=models.PROTECT, related_name="meters", db_index=False
     )
-    code = models.CharField(max_length=100, help_text="The event name this meter counts")
-    name = models.CharField(max_length=200)
+    code = models.CharField(
+        max_length=100, help_text="The event name this meter counts", validators=[refuse_control_characters]
+    )
+    name = models.CharField(max_length=200, validators=[refuse_control_characters])
     aggregation_type = models.CharField(max_length=20, choices=Aggregation.choices)
     # NULL, not "": a COUNT meter reads no property, and the API contract says null.
     field_name = models.CharField(  # noqa: DJ001

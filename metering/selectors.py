@@ -27,6 +27,12 @@ AGGREGATE_SQL = {
     "AVG": "AVG(e.value)",
     "UNIQUE_COUNT": "COUNT(DISTINCT e.value_text)",
 }
+# PostgreSQL's AVG(numeric) keeps as few as 12 places for large means, which the quantity's half-up
+# rounding to 10 places would then round a second time (D12). SUM / COUNT with the sum at scale 30
+# divides at 30 places: the quantity is then rounded once. (A mean's digits 11 to 30 could only
+# mislead that rounding if it came within 10^-20 of a half, which needs more than 5 x 10^19 events.)
+# SQLite keeps AVG: it computes in binary floating point either way.
+EXACT_AVG_SQL = "ROUND(SUM(e.value), 30) / NULLIF(COUNT(e.value), 0)"
 
 
 class UsageQuestion(NamedTuple):  # a tuple: a batch builds tens of thousands of them
@@ -40,8 +46,9 @@ class UsageQuestion(NamedTuple):  # a tuple: a batch builds tens of thousands of
 
 def aggregate_usage(questions: list[UsageQuestion]) -> list[Decimal]:
     """The quantity for each question, in order. Events count in [period_start, period_end):
-    an event exactly on the end belongs to the next period. An event that names a subscription
-    counts only for that subscription."""
+    an event exactly on the end belongs to the next period. An event counts only for the subscription
+    it is bound to (at ingestion, or adopted when the subscription started): one column, so no event
+    can ever count for two subscriptions; an unbound event counts for none."""
     if not questions:
         return []
     answers = [to_quantity(None)] * len(questions)
@@ -58,7 +65,7 @@ def _statement(questions, aggregation_types) -> tuple[str, list]:
     matching = f"""FROM {events} e
         WHERE e.customer_id = t.customer_id AND e.code = t.code
           AND e.timestamp >= t.ps AND e.timestamp < t.pe
-          AND (e.subscription_id IS NULL OR e.subscription_id = t.sub_id)"""
+          AND e.subscription_id = t.sub_id"""
     branches = []
     for aggregation_type in aggregation_types:
         if aggregation_type == "LATEST":
@@ -66,6 +73,8 @@ def _statement(questions, aggregation_types) -> tuple[str, list]:
             subquery = (
                 f"SELECT e.value {matching} ORDER BY e.timestamp DESC, e.received_at DESC, e.id DESC LIMIT 1"
             )
+        elif aggregation_type == "AVG" and connection.vendor == "postgresql":
+            subquery = f"SELECT {EXACT_AVG_SQL} {matching}"
         else:
             subquery = f"SELECT {AGGREGATE_SQL[aggregation_type]} {matching}"
         branches.append(f"WHEN '{aggregation_type}' THEN ({subquery})")

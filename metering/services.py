@@ -12,16 +12,17 @@ events are checked as plain dicts and tuples, never as model instances or serial
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from metering.models import Meter, UsageEvent
-from metering.values import InvalidEventValue, meter_values
+from metering.values import InvalidEventValue, meter_values, unstorable_character, unstorable_reason
 from subscriptions.models import Charge, Customer, Subscription
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -73,6 +74,14 @@ def ingest_events(organization, payloads: list, now: datetime | None = None) -> 
 
 
 def _ingest_chunk(organization, payloads, now, results) -> None:
+    # One transaction from the lookup to the insert: the customers' KEY SHARE locks taken by the
+    # lookup hold off start_subscription (which locks the customer FOR UPDATE before adopting unbound
+    # events) until the chunk is stored, so an event is either bound here or adopted there (D2).
+    with transaction.atomic():
+        _ingest_locked_chunk(organization, payloads, now, results)
+
+
+def _ingest_locked_chunk(organization, payloads, now, results) -> None:
     lookup = _Lookup(organization, payloads)
     rows: dict[str, tuple] = {}  # transaction_id -> row, first valid occurrence wins
     owners: dict[str, list[EventResult]] = {}
@@ -124,8 +133,9 @@ class _Lookup:
         self.customers: dict[str, int] = {}
         # external_id -> (subscription id, customer id)
         self.subscriptions: dict[str, tuple[int, int]] = {}
-        # (customer id, meter id) -> ids of the customer's active subscriptions charging that meter
-        self.charging: dict = {}
+        # (customer id, meter id) -> {id: billing anchor} of the customer's active subscriptions
+        # charging that meter
+        self.charging: dict[tuple[int, int], dict[int, datetime]] = {}
         codes = list(_strings(payloads, "code"))
         customer_refs = list(_strings(payloads, "external_customer_id"))
         subscription_refs = list(_strings(payloads, "external_subscription_id"))
@@ -135,9 +145,13 @@ class _Lookup:
         meter_codes, meter_params = _one_of("code", codes)
         customer_ids, customer_params = _one_of("external_id", customer_refs)
         subscription_ids, subscription_params = _one_of("external_id", subscription_refs)
+        # FOR KEY SHARE is what the foreign key check of the INSERT takes anyway; taken here, before
+        # the subscriptions are read, it makes the binding below see every committed subscription.
+        # (A locking clause is allowed in a WITH query, not in a UNION branch.)
+        lock = " ORDER BY id FOR KEY SHARE" if connection.vendor == "postgresql" else ""
         sql = (
             f"WITH cu AS (SELECT id, external_id FROM {_table(Customer)} "
-            f"WHERE organization_id = %s AND {customer_ids}) "
+            f"WHERE organization_id = %s AND {customer_ids}{lock}) "
             "SELECT 'm', code, id, CAST(NULL AS BIGINT), aggregation_type, field_name "
             f"FROM {_table(Meter)} WHERE organization_id = %s AND {meter_codes} "
             "UNION ALL "
@@ -169,13 +183,17 @@ class _Lookup:
         charged, charged_params = _one_of("s.customer_id", list(self.customers.values()))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT s.customer_id, c.meter_id, s.id FROM {_table(Subscription)} s "
+                f"SELECT s.customer_id, c.meter_id, s.id, s.billing_anchor FROM {_table(Subscription)} s "
                 f"JOIN {_table(Charge)} c ON c.plan_id = s.plan_id "
                 f"WHERE s.organization_id = %s AND s.status = %s AND {meter_ids} AND {charged}",
                 [org, Subscription.Status.ACTIVE, *meter_id_params, *charged_params],
             )
-            for customer_id, meter_id, subscription_id in cursor.fetchall():
-                self.charging.setdefault((customer_id, meter_id), set()).add(subscription_id)
+            for customer_id, meter_id, subscription_id, anchor in cursor.fetchall():
+                if isinstance(anchor, str):
+                    anchor = parse_datetime(anchor)
+                if anchor.tzinfo is None:  # SQLite stores UTC without an offset
+                    anchor = anchor.replace(tzinfo=UTC)
+                self.charging.setdefault((customer_id, meter_id), {})[subscription_id] = anchor
 
 
 def _one_of(column: str, values: list) -> tuple[str, list]:
@@ -199,15 +217,17 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
     errors = {}
     transaction_id = payload.get("transaction_id")
     if not _is_id(transaction_id) or not transaction_id.strip():
-        errors["transaction_id"] = f"required: a non-empty string of at most {MAX_ID_LENGTH} characters"
+        errors["transaction_id"] = _id_error(
+            transaction_id, f"required: a non-empty string of at most {MAX_ID_LENGTH} characters"
+        )
     raw_customer = payload.get("external_customer_id")
     customer_id = lookup.customers.get(raw_customer) if _is_id(raw_customer) else None
     if customer_id is None:
-        errors["external_customer_id"] = f"unknown customer {_shown(raw_customer)}"
+        errors["external_customer_id"] = _id_error(raw_customer, f"unknown customer {_shown(raw_customer)}")
     raw_code = payload.get("code")
     meter = lookup.meters.get(raw_code) if _is_id(raw_code) else None
     if meter is None:
-        errors["code"] = f"no meter has the code {_shown(raw_code)}"
+        errors["code"] = _id_error(raw_code, f"no meter has the code {_shown(raw_code)}")
     timestamp = _timestamp(payload.get("timestamp"), errors)
     if timestamp is not None and timestamp > now + FUTURE_TOLERANCE:
         errors["timestamp"] = "is more than 5 minutes in the future"
@@ -222,26 +242,30 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
     if sub_ref not in (None, ""):
         found = lookup.subscriptions.get(sub_ref) if _is_id(sub_ref) else None
         if found is None or (customer_id is not None and found[1] != customer_id):
-            errors["external_subscription_id"] = f"unknown subscription {_shown(sub_ref)} for this customer"
+            errors["external_subscription_id"] = _id_error(
+                sub_ref, f"unknown subscription {_shown(sub_ref)} for this customer"
+            )
         else:
             subscription_id = found[0]
-    elif (
-        customer_id is not None
-        and meter is not None
-        and len(lookup.charging.get((customer_id, meter.id), ())) > 1
-    ):
-        errors["external_subscription_id"] = (
-            "required: the customer has more than one active subscription charging this meter"
-        )
+    elif customer_id is not None and meter is not None:
+        charging = lookup.charging.get((customer_id, meter.id), {})
+        if len(charging) > 1:
+            errors["external_subscription_id"] = (
+                "required: the customer has more than one active subscription charging this meter"
+            )
+        elif charging and timestamp is not None:
+            # The event belongs to the one subscription charging its meter, if it had started by
+            # then; otherwise it stays unbound until a subscription that covers it adopts it. Stored,
+            # the binding is what lets the invoice run count each event for one subscription only.
+            ((candidate, anchor),) = charging.items()
+            if timestamp >= anchor:
+                subscription_id = candidate
     value = value_text = None
     if meter is not None and isinstance(properties, dict) and meter.aggregation_type != "COUNT":
         try:
             value, value_text = meter_values(meter, properties)
         except InvalidEventValue as exc:
             errors["properties"] = str(exc)
-        else:
-            if value_text is not None and "\x00" in value_text:
-                errors["properties"] = f"properties.{meter.field_name} must not contain NUL characters"
     if errors:
         raise ValidationError(errors)
     return (
@@ -256,15 +280,12 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
     )
 
 
-_COLUMNS = (
-    "organization_id, received_at, transaction_id, customer_id, subscription_id, code, timestamp, "
-    "properties, value, value_text"
-)
-
-
 def _encode(rows: dict, owners: dict) -> str | None:
     """The rows as one JSON document (PostgreSQL reads it with json_to_recordset): one C-speed
-    json.dumps for the batch instead of adapting thousands of Python values one by one."""
+    json.dumps for the batch instead of adapting thousands of Python values one by one.
+
+    Whatever json_to_recordset or jsonb would refuse is found here, before the insert, and rejects
+    its event alone: a statement that fails stores none of the batch (D6)."""
     while rows:
         try:
             document = json.dumps(
@@ -292,29 +313,79 @@ def _encode(rows: dict, owners: dict) -> str | None:
                 ],
                 separators=(",", ":"),
                 allow_nan=False,
+                ensure_ascii=False,  # so that encoding it as UTF-8 finds unpaired surrogates
             )
-        except (TypeError, ValueError):
+            document.encode()
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
             document = None
-        if document is not None and "\\u0000" not in document:
+        encodable = document is not None and "\\u0000" not in document
+        # A document of 16 KiB or less cannot hold a property set of more than 64 KiB of UTF-8.
+        if encodable and len(document) * 4 <= MAX_PROPERTIES_BYTES:
             return document
-        # Rare: some event's properties cannot be stored (NUL characters, which jsonb refuses, or
-        # values that are not JSON). Find them, reject them, encode the rest.
-        unstorable = [t for t, row in rows.items() if not _storable(row[5])]
-        if not unstorable:
-            raise ValueError("usage events could not be encoded")  # cannot happen: each row encodes
-        for t in unstorable:
+        if encodable:  # the usual large batch: only the size of each event's properties to check
+            unstorable = {t: TOO_LARGE for t, row in rows.items() if _too_large(row[5])}
+            if not unstorable:
+                return document
+        else:
+            # Rare: some event's properties cannot be stored (NUL characters, which jsonb refuses,
+            # unpaired surrogates, which UTF-8 cannot encode, numbers past a double such as 1e400,
+            # which JSON cannot write). Find them, reject them, encode the rest.
+            unstorable = {t: reason for t, row in rows.items() if (reason := _properties_problem(row[5]))}
+            if not unstorable:
+                raise ValueError("usage events could not be encoded")  # cannot happen: each row encodes
+        for t, reason in unstorable.items():
             del rows[t]
             for result in owners.pop(t):
                 result.status, result.event_id = "rejected", None
-                result.errors = {"properties": ["must be JSON without NUL (\\u0000) characters"]}
+                result.errors = {"properties": [reason]}
     return None
 
 
-def _storable(properties) -> bool:
-    try:
-        return "\\u0000" not in json.dumps(properties, allow_nan=False)
-    except (TypeError, ValueError):
+MAX_PROPERTIES_BYTES = 65536
+TOO_LARGE = f"is larger than 64 KiB ({MAX_PROPERTIES_BYTES} bytes) of JSON"
+
+
+def _too_large(properties) -> bool:
+    # repr() is C-speed and at most 4 times shorter than the UTF-8 JSON: a cheap bound first.
+    if len(repr(properties)) * 4 <= MAX_PROPERTIES_BYTES:
         return False
+    return (
+        len(json.dumps(properties, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_PROPERTIES_BYTES
+    )
+
+
+def _properties_problem(properties) -> str | None:
+    """Why an event's properties cannot be stored, naming the property; None when they can."""
+    return _unstorable_in(properties, "properties") or (TOO_LARGE if _too_large(properties) else None)
+
+
+def _unstorable_in(value, path: str) -> str | None:
+    if isinstance(value, str):
+        if unstorable_character(value) == "\x00":
+            return "must be JSON without NUL (\\u0000) characters"
+        return unstorable_reason(path, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} must be a finite number"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} must be a JSON object"
+            character = unstorable_character(key)
+            if character == "\x00":
+                return "must be JSON without NUL (\\u0000) characters"
+            if character is not None:
+                return f"{path} has a key with an unpaired surrogate (\\u{ord(character):04x})"
+            problem = _unstorable_in(item, f"{path}.{key}")
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            problem = _unstorable_in(item, f"{path}[{n}]")
+            if problem:
+                return problem
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        return f"{path} must be JSON"
+    return None
 
 
 _COLUMNS = (
@@ -380,7 +451,14 @@ def _timestamp(raw, errors):
 
 
 def _is_id(value) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and "\x00" not in value
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and unstorable_character(value) is None
+
+
+def _id_error(value, message: str) -> str:
+    """`message`, unless the value is text that no column can hold (it is never looked up)."""
+    if isinstance(value, str) and unstorable_character(value) is not None:
+        return "must not contain NUL characters or unpaired surrogates"
+    return message
 
 
 def _shown(value) -> str:
@@ -390,3 +468,17 @@ def _shown(value) -> str:
 
 def _strings(payloads, key) -> set[str]:
     return {p.get(key) for p in payloads if isinstance(p, dict) and _is_id(p.get(key))}
+
+
+def adopt_unbound_events(subscription) -> int:
+    """Binds to a new subscription the customer's events that no subscription holds yet, of the
+    meters its plan charges, from its start on; returns how many. The caller holds the customer's
+    row lock (start_subscription), so no ingestion can store an unbound event for this customer
+    between the subscription's creation and this statement."""
+    codes = Meter.objects.filter(charges__plan_id=subscription.plan_id).values("code")
+    return UsageEvent.objects.filter(
+        customer_id=subscription.customer_id,
+        code__in=codes,
+        timestamp__gte=subscription.billing_anchor,
+        subscription__isnull=True,
+    ).update(subscription=subscription)

@@ -17,7 +17,11 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-LINE = re.compile(r"\[(?P<level>[A-Z]+)\] worker\.(?P<worker>\w+) \| run_id=(?P<run_id>[0-9a-f-]+) \|")
+# A record's own prefix, at the start of the line (after the file's timestamp): a run id inside a
+# message, or on a traceback's indented lines, is never taken for the line's (D14).
+LINE = re.compile(
+    r"(?:\S+ )?\[(?P<level>[A-Z]+)\] worker\.(?P<worker>\w+) \| run_id=(?P<run_id>[0-9a-f-]+) \|"
+)
 
 
 def log_dir() -> Path:
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
     for path in files:
         with path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                match = LINE.search(line)
+                match = LINE.match(line)
                 if not match:
                     continue
                 if args.run_id and match["run_id"] != args.run_id:

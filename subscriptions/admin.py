@@ -11,6 +11,7 @@ from django.utils.html import format_html
 
 from invoicing import money
 from invoicing.generator import InvoiceGenerator, RunResult
+from invoicing.manual_trigger import MORE_DUE
 from subscriptions import services
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
 
@@ -55,6 +56,29 @@ class PlanAdmin(admin.ModelAdmin):
     search_fields = ["name", "code"]
     inlines = [ChargeInline]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Read-only once subscribed to (D9): the model and the database refuse the change too.
+        if obj is not None and obj.subscriptions.exists():
+            return Plan.LOCKED_WHEN_IN_USE
+        return ()
+
+    def save_model(self, request, obj, form, change):
+        # Read-only fields never reach the form: a change posted anyway is left out, and said so.
+        ignored = [
+            name
+            for name in self.get_readonly_fields(request, obj)
+            if name in request.POST
+            and request.POST[name] != str(obj._meta.get_field(name).value_from_object(obj))
+        ]
+        super().save_model(request, obj, form, change)
+        if ignored:
+            self.message_user(
+                request,
+                f"The currency, interval and organization of plan {obj.code} did not change: it has "
+                f"subscriptions. To sell another currency, interval or organization, create a new plan.",
+                messages.WARNING,
+            )
+
 
 class SubscriptionAddForm(forms.ModelForm):
     """A new subscription starts through subscriptions.services.start_subscription, which works
@@ -78,6 +102,12 @@ class SubscriptionAddForm(forms.ModelForm):
             ).exists()
         ):
             self.add_error("external_id", "The organization already has a subscription with this id.")
+        anchor = data.get("billing_anchor")
+        if anchor is not None:
+            try:
+                services.validate_start_at(anchor, timezone.now(), field="billing_anchor")
+            except ValidationError as exc:
+                self.add_error(None, exc)
         return data
 
 
@@ -90,7 +120,8 @@ def describe_generation(subscription: Subscription, result: RunResult, now) -> t
             f"{invoice.period_start:%Y-%m-%d} – {invoice.period_end:%Y-%m-%d})"
             for invoice in result.invoices
         )
-        return messages.SUCCESS, f"{name}: generated {made}."
+        more = f" {MORE_DUE[0].upper()}{MORE_DUE[1:]}." if result.more_due else ""
+        return messages.SUCCESS, f"{name}: generated {made}.{more}"
     if result.failures:
         return messages.ERROR, f"{name}: failed: {'; '.join(reason for _, reason in result.failures)}."
     if result.skips:
@@ -235,11 +266,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
         done, refused = [], []
         for subscription in subscriptions:
             try:
-                services.cancel_subscription(subscription, at_period_end=True, now=now)
+                # Bills the periods that already ended first (D10): the dates are the new ones.
+                canceling = services.cancel_subscription(subscription, at_period_end=True, now=now)
             except ValidationError as exc:
                 refused.append("; ".join(exc.messages))
                 continue
-            done.append(f"{subscription.external_id} (ends {subscription.current_period_end:%Y-%m-%d})")
+            done.append(f"{canceling.external_id} (ends {canceling.current_period_end:%Y-%m-%d})")
         if done:
             self.message_user(
                 request,

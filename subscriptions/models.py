@@ -1,8 +1,11 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django_countries.fields import CountryField
+
+from billing_project.control_characters import refuse_control_characters
 
 
 class Address(models.Model):
@@ -29,9 +32,9 @@ def currency_is_three_letters(field: str) -> models.CheckConstraint:
 
 
 class Organization(Address):
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[refuse_control_characters])
     slug = models.SlugField(max_length=100, unique=True)
-    tax_id = models.CharField(max_length=50, blank=True)
+    tax_id = models.CharField(max_length=50, blank=True, validators=[refuse_control_characters])
     default_currency = models.CharField(max_length=3, default="EUR")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -48,10 +51,15 @@ class Customer(Address):
     organization = models.ForeignKey(
         Organization, on_delete=models.PROTECT, related_name="customers", db_index=False
     )
-    external_id = models.CharField(max_length=200)
-    name = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=200, validators=[refuse_control_characters])
+    name = models.CharField(max_length=200, validators=[refuse_control_characters])
     email = models.EmailField(blank=True)
-    tax_id = models.CharField(max_length=50, blank=True, help_text="VAT number, with its country prefix")
+    tax_id = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="VAT number, with its country prefix",
+        validators=[refuse_control_characters],
+    )
     tax_exempt = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -67,6 +75,14 @@ class Customer(Address):
 
 
 class Plan(models.Model):
+    """A price list. Once a subscription uses it, its organization, currency and interval are what
+    that subscription was sold and is billed in: they never change (a change goes through a new
+    plan). `save` and `clean` refuse it here; on PostgreSQL a trigger refuses it for every client
+    (subscriptions 0005). Name and charges stay editable: a new price applies from the next
+    invoice on (drafts keep the unit price they were written with)."""
+
+    LOCKED_WHEN_IN_USE = ("organization", "currency", "interval")
+
     class Interval(models.TextChoices):
         DAY = "day"
         WEEK = "week"
@@ -77,8 +93,8 @@ class Plan(models.Model):
     organization = models.ForeignKey(  # indexed by the unique (organization, code)
         Organization, on_delete=models.PROTECT, related_name="plans", db_index=False
     )
-    code = models.CharField(max_length=100)
-    name = models.CharField(max_length=200)
+    code = models.CharField(max_length=100, validators=[refuse_control_characters])
+    name = models.CharField(max_length=200, validators=[refuse_control_characters])
     interval = models.CharField(max_length=10, choices=Interval.choices)
     currency = models.CharField(max_length=3)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -96,6 +112,36 @@ class Plan(models.Model):
     def __str__(self):
         return f"{self.name} ({self.code})"
 
+    def save(self, *args, **kwargs):
+        self.clean()
+        super().save(*args, **kwargs)
+
+    def locked_changes(self) -> list[str]:
+        """The LOCKED_WHEN_IN_USE fields this instance would change while the plan has
+        subscriptions (two queries; plans are saved rarely)."""
+        if self._state.adding or self.pk is None:
+            return []
+        columns = [self._meta.get_field(name).attname for name in self.LOCKED_WHEN_IN_USE]
+        stored = Plan.objects.filter(pk=self.pk).values(*columns).first()
+        if stored is None:
+            return []
+        changed = [
+            name
+            for name, column in zip(self.LOCKED_WHEN_IN_USE, columns, strict=True)
+            if getattr(self, column) != stored[column]
+        ]
+        if changed and self.subscriptions.exists():
+            return changed
+        return []
+
+    def clean(self):
+        changed = self.locked_changes()
+        if changed:
+            raise ValidationError(
+                f"{self.code} has subscriptions: its {', '.join(changed)} cannot change; "
+                f"create a new plan instead"
+            )
+
 
 class Charge(models.Model):
     class ChargeType(models.TextChoices):
@@ -112,7 +158,7 @@ class Charge(models.Model):
         "metering.Meter", on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
     )
     unit_price = models.DecimalField(max_digits=24, decimal_places=10)
-    description = models.CharField(max_length=200, blank=True)
+    description = models.CharField(max_length=200, blank=True, validators=[refuse_control_characters])
     pricing_model = models.CharField(
         max_length=20, choices=PricingModel.choices, default=PricingModel.PER_UNIT
     )
@@ -144,7 +190,7 @@ class Subscription(models.Model):
     )
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
-    external_id = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=200, validators=[refuse_control_characters])
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     billing_anchor = models.DateTimeField()
     current_period_start = models.DateTimeField()

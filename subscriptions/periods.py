@@ -38,6 +38,9 @@ def boundary(anchor: datetime, interval: str, k: int) -> datetime:
         return anchor + _APPROX[interval] * k  # day and week are exact timedeltas
     total = anchor.month - 1 + months * k
     year, month = anchor.year + total // 12, total % 12 + 1
+    if not 1 <= year <= 9999:
+        # What `anchor + timedelta` raises for day and week: callers handle one error for both.
+        raise OverflowError(f"date value out of range: year {year} is out of range")
     return anchor.replace(year=year, month=month, day=min(anchor.day, monthrange(year, month)[1]))
 
 
@@ -63,12 +66,13 @@ def periods_due(
 
 
 def periods_due_and_next(
-    anchor: datetime, interval: str, start: datetime, end: datetime, now: datetime
+    anchor: datetime, interval: str, start: datetime, end: datetime, now: datetime, limit: int | None = None
 ) -> tuple[list[tuple[datetime, datetime]], tuple[datetime, datetime]]:
-    """periods_due, and the period that follows the last of them (the one the invoice run
-    advances the subscription to), found by the same loop instead of computed again."""
+    """periods_due (at most `limit` of them, the oldest), and the period that follows the last of
+    them (the one the invoice run advances the subscription to), found by the same loop instead of
+    computed again. With a limit the following period may have ended too: more are due."""
     due = []
-    while end <= now:
+    while end <= now and (limit is None or len(due) < limit):
         due.append((start, end))
         start, end = next_period(anchor, interval, end)
     return due, (start, end)

@@ -8,6 +8,7 @@ import factory
 
 from invoicing.models import TaxRate
 from metering.models import Meter, UsageEvent
+from metering.services import adopt_unbound_events
 from metering.values import meter_values
 from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
@@ -82,6 +83,7 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Subscription
+        skip_postgeneration_save = True  # adopt_events writes the events, not the subscription
 
     customer = factory.SubFactory(CustomerFactory)
     organization = factory.SelfAttribute("customer.organization")
@@ -90,6 +92,12 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
     billing_anchor = T0
     current_period_start = factory.SelfAttribute("billing_anchor")
     current_period_end = factory.LazyAttribute(lambda s: first_period(s.billing_anchor, s.plan.interval)[1])
+
+    @factory.post_generation
+    def adopt_events(subscription, create, extracted, **kwargs):
+        """Like start_subscription: the customer's unbound events of its meters become its own."""
+        if create:
+            adopt_unbound_events(subscription)
 
 
 class UsageEventFactory(factory.django.DjangoModelFactory):
@@ -103,8 +111,22 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
     properties = factory.Dict({})
     transaction_id = factory.Sequence(lambda n: f"txn-{n}")
     received_at = factory.SelfAttribute("timestamp")
+    subscription = factory.LazyAttribute(lambda e: bound_subscription(e.customer, e.code, e.timestamp))
     value = factory.LazyAttribute(lambda e: _values(e)[0])
     value_text = factory.LazyAttribute(lambda e: _values(e)[1])
+
+
+def bound_subscription(customer, code, timestamp):
+    """The subscription ingestion binds an event to when it names none: the customer's one active
+    subscription charging the meter, if it had started by the event's timestamp."""
+    charging = list(
+        Subscription.objects.filter(
+            customer=customer, status=Subscription.Status.ACTIVE, plan__charges__meter__code=code
+        ).distinct()
+    )
+    if len(charging) == 1 and timestamp >= charging[0].billing_anchor:
+        return charging[0]
+    return None
 
 
 def _values(event):

@@ -92,7 +92,12 @@ def test_the_button_on_the_change_page_generates_for_that_subscription(admin_cli
 
 def test_cancel_at_period_end_bills_the_last_period_then_cancels(admin_client, world):
     sub = world.dutch_subscription
-    done = admin_client.post(CHANGELIST, {"action": "cancel_at_end_of_period", "_selected_action": [sub.pk]})
+    # Mid-January, while the first period runs (D10: a subscription behind has its ended periods
+    # billed before a cancellation takes effect).
+    with time_machine.travel(T0.replace(day=15), tick=False):
+        done = admin_client.post(
+            CHANGELIST, {"action": "cancel_at_end_of_period", "_selected_action": [sub.pk]}
+        )
     assert texts(done) == [
         "Will cancel at period end: sub-rotterdam (ends 2025-02-01). The last period is still billed."
     ]
@@ -238,7 +243,8 @@ def test_the_cancel_button_and_the_invoices_link_on_the_change_page(admin_client
     change = reverse("admin:subscriptions_subscription_change", args=[sub.pk])
     page = admin_client.get(change).content.decode()
     assert 'id="cancel-at-period-end"' in page and 'name="_save"' not in page
-    done = admin_client.post(reverse("admin:subscriptions_subscription_cancel", args=[sub.pk]))
+    with time_machine.travel(T0.replace(day=15), tick=False):  # while the first period runs (D10)
+        done = admin_client.post(reverse("admin:subscriptions_subscription_cancel", args=[sub.pk]))
     assert texts(done) == [
         "Will cancel at period end: sub-baeckerei (ends 2025-02-01). The last period is still billed."
     ]

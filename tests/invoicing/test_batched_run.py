@@ -57,7 +57,7 @@ def event(customer, code, at, received=None, subscription=None, **properties):
         code=code,
         timestamp=at,
         received_at=received or at,
-        subscription=subscription,
+        **({"subscription": subscription} if subscription else {}),  # else bound as ingestion binds
         properties=properties,
     )
 

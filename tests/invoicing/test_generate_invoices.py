@@ -21,6 +21,7 @@ from tests.factories import (
     PlanFactory,
     SubscriptionFactory,
     TaxRateFactory,
+    bound_subscription,
 )
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +44,8 @@ def messages(lines):
 
 
 def add_events(customer, code, count, at, value=None, subscription=None):
-    """Many events at once, typed the way ingestion types them."""
+    """Many events at once, typed and bound the way ingestion types and binds them."""
+    subscription = subscription or bound_subscription(customer, code, at)
     UsageEvent.objects.bulk_create(
         UsageEvent(
             organization_id=customer.organization_id,
@@ -401,8 +403,9 @@ def test_one_broken_subscription_fails_alone_and_is_retried_by_the_next_run(work
 
 @pytest.mark.postgres
 def test_a_write_failure_rolls_back_only_that_subscription(worker_lines):
-    """A usage total too large for the amount column fails in the database at write time; the
-    batch is written again one subscription per savepoint, so only that one fails."""
+    """A usage total too large for the quantity column fails that subscription alone. Since D11 the
+    pricing check (invoicing.money.AmountTooLarge) catches it before the write, with a readable reason
+    instead of PostgreSQL's overflow message."""
     org = OrganizationFactory()
     meter = MeterFactory(organization=org, code="bytes", aggregation_type="SUM", field_name="v")
     subs = [simple_subscription(org) for _ in range(3)]
@@ -421,12 +424,11 @@ def test_a_write_failure_rolls_back_only_that_subscription(worker_lines):
     assert result.failures[0][0].id == subs[1].id
     assert Subscription.objects.get(id=subs[1].id).current_period_end == FEB_1
     assert Invoice.objects.count() == 2
-    # PostgreSQL's message has a DETAIL line; the log keeps one line per failure.
     errors = [m for level, m in messages(worker_lines) if level == "ERROR"]
     assert errors == [
         f"❌ Failed {subs[1].external_id} | customer={subs[1].customer.name} "
-        "| error=DataError: numeric field overflow "
-        "DETAIL: A field with precision 19, scale 4 must round to an absolute value less than 10^15."
+        "| error=AmountTooLarge: Bytes: the quantity of 180000000000000000000 is past the largest "
+        "quantity an invoice can hold (below 10^20)"
     ]
 
 

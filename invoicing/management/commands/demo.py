@@ -3,10 +3,11 @@ from datetime import UTC, datetime, timedelta
 
 from dateutil.relativedelta import relativedelta
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from billing_project.command_options import add_now_argument, parse_now
+from invoicing.management.commands.generate_invoices import one_line
 from metering.services import create_meter, ingest_events
 from subscriptions.models import Organization
 from subscriptions.services import create_customer, create_organization, create_plan, start_subscription
@@ -84,6 +85,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, now=None, **options):
         now = parse_now(now) or timezone.now()
+        try:
+            self.fill(now)
+        except DatabaseError as exc:  # one line, like the other commands, not a traceback (D16)
+            raise CommandError(f"demo could not use the database: {one_line(exc)}") from exc
+
+    def fill(self, now: datetime) -> None:
         if Organization.objects.filter(slug=SLUG).exists():
             self.stdout.write(f"Demo data is already there (organization {SLUG}); nothing to do.")
             return
@@ -145,7 +152,11 @@ class Command(BaseCommand):
                 postal_code="00000",
             )
             start_subscription(
-                customer=customer, plan=plans[plan_code], external_id=f"sub-{external_id}", start_at=start
+                customer=customer,
+                plan=plans[plan_code],
+                external_id=f"sub-{external_id}",
+                start_at=start,
+                now=now,
             )
             subscriptions += 1
             events += self.usage(rng, external_id, plans[plan_code], start, end)

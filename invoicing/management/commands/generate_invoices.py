@@ -7,7 +7,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from billing_project.command_options import add_now_argument, attached_to_terminal, parse_now
+from billing_project.command_options import (
+    add_now_argument,
+    attached_to_terminal,
+    parse_now,
+    refuse_future_now,
+)
 from invoicing import money
 from invoicing.generator import BATCH_SIZE, InvoiceGenerator
 from invoicing.models import WorkerRun
@@ -82,6 +87,10 @@ class Command(BaseCommand):
         **options,
     ):
         now = parse_now(now)
+        if not dry_run:
+            refuse_future_now(
+                now, "a run ahead of time bills periods that have not ended (--dry-run previews it)"
+            )
         if batch_size < 1:
             raise CommandError("--batch-size: must be at least 1")
         if workers < 1:
