@@ -58,7 +58,7 @@ class IdField(serializers.IntegerField):
 
 class StrictTypes:
     JSON_TYPES = (
-        (IdField, (int, str), "an integer id"),
+        (IdField, (int, str), "an integer id, or its digits in a string"),
         (serializers.BooleanField, (bool,), "a boolean (true or false)"),
         (serializers.IntegerField, (int,), "an integer"),
         (serializers.DecimalField, (str,), 'a decimal string, e.g. "12.50"'),
@@ -84,7 +84,7 @@ class StrictTypes:
                         break
                 if isinstance(field, IdField) and isinstance(value, str):
                     if not (value.isascii() and value.isdigit()):
-                        errors.setdefault(field.field_name, ["must be an integer id"])
+                        errors.setdefault(field.field_name, [field.error_messages["invalid"]])
                 if isinstance(field, serializers.DecimalField) and isinstance(value, str):
                     if field.field_name not in errors and not PLAIN_DECIMAL.match(value):
                         errors[field.field_name] = [field.error_messages["invalid"]]
