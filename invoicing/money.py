@@ -77,7 +77,9 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
 
 def multiply(quantity: Decimal, unit_price: Decimal, currency: str, what: str = "a line") -> Decimal:
     """quantity x unit price, rounded; AmountTooLarge when the quantity or the amount cannot be stored."""
-    check_quantity(quantity, f"{what}: the quantity")
+    # A run prices hundreds of thousands of lines: the messages are built only for the rare refusal.
+    if abs(quantity) >= QUANTITY_LIMIT:
+        check_quantity(quantity, f"{what}: the quantity")
     amount = round_money(EXACT.multiply(quantity, unit_price), currency)
     if abs(amount) >= AMOUNT_LIMIT:
         check_amount(amount, currency, f"{what}: {plain(quantity)} x {plain(unit_price)}")
