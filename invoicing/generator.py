@@ -335,7 +335,7 @@ class InvoiceGenerator:
                 claim = claim.filter(id=subscription_id)
             claimed = [
                 ClaimedSubscription(row)
-                for row in claim.select_for_update(skip_locked=True, of=("self",))
+                for row in claim.select_for_update(skip_locked=True, no_key=True, of=("self",))
                 .order_by("current_period_end", "id")
                 .values_list(*CLAIMED_FIELDS)[: self.batch_size]
             ]

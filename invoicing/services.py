@@ -57,7 +57,8 @@ def transition_error(invoice: Invoice, action: str) -> str | None:
 
 
 def _locked(invoice_id: int) -> Invoice:
-    return Invoice.objects.select_for_update().get(id=invoice_id)
+    # NO KEY UPDATE: a transition changes no key, and must not block inserts that reference it.
+    return Invoice.objects.select_for_update(no_key=True).get(id=invoice_id)
 
 
 def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
