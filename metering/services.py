@@ -203,6 +203,12 @@ def _aware(value) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _covers(covered: tuple[datetime, datetime | None], timestamp: datetime) -> bool:
+    """Whether a subscription covering [start, end) (end None: open) bills an event at `timestamp`."""
+    start, end = covered
+    return start <= timestamp and (end is None or timestamp < end)
+
+
 def _one_of(column: str, values: list) -> tuple[str, list]:
     """SQL and parameters for "<column> is one of values"."""
     if not values:
@@ -252,22 +258,35 @@ def _check(payload, now, lookup: _Lookup) -> tuple:
             errors["external_subscription_id"] = _id_error(
                 sub_ref, f"unknown subscription {_shown(sub_ref)} for this customer"
             )
-        else:
-            subscription_id = found[0]
-    elif customer_id is not None and meter is not None:
+        elif customer_id is not None and meter is not None and timestamp is not None:
+            # Accepted only if the named subscription will bill it: an event bound to one that does
+            # not charge its meter, or not at its moment, would be stored and never billed.
+            covered = lookup.charging.get((customer_id, meter.id), {}).get(found[0])
+            if covered is None:
+                errors["external_subscription_id"] = (
+                    f"subscription {_shown(sub_ref)} is not active or does not charge "
+                    f"meter {_shown(raw_code)}"
+                )
+            elif not _covers(covered, timestamp):
+                errors["external_subscription_id"] = (
+                    f"subscription {_shown(sub_ref)} does not bill the event's moment "
+                    f"({timestamp:%Y-%m-%dT%H:%M:%SZ}): it starts later or ends before"
+                )
+            else:
+                subscription_id = found[0]
+    elif customer_id is not None and meter is not None and timestamp is not None:
+        # The event belongs to the one subscription charging its meter that will bill its moment
+        # (started by then, not canceling before); with none it stays unbound until a subscription
+        # that covers it adopts it. Stored, the binding is what lets the invoice run count each event
+        # for one subscription only.
         charging = lookup.charging.get((customer_id, meter.id), {})
-        if len(charging) > 1:
+        covering = [candidate for candidate, covered in charging.items() if _covers(covered, timestamp)]
+        if len(covering) > 1:
             errors["external_subscription_id"] = (
                 "required: the customer has more than one active subscription charging this meter"
             )
-        elif charging and timestamp is not None:
-            # The event belongs to the one subscription charging its meter if that subscription will
-            # bill its moment (started by then, not canceling before); otherwise it stays unbound until
-            # a subscription that covers it adopts it. Stored, the binding is what lets the invoice run
-            # count each event for one subscription only.
-            ((candidate, (start, end)),) = charging.items()
-            if start <= timestamp and (end is None or timestamp < end):
-                subscription_id = candidate
+        elif covering:
+            subscription_id = covering[0]
     value = value_text = None
     if meter is not None and isinstance(properties, dict) and meter.aggregation_type != "COUNT":
         try:
