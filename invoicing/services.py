@@ -72,6 +72,8 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
             raise InvoiceStateError(f"{invoice.number} is not a draft; it cannot be refreshed")
         for line in invoice.line_items.all():
             if line.charge_type == "USAGE":
+                if line.charge.meter_id is None:  # Charge.clean refuses this; raw SQL does not
+                    raise UnbillableDraft(f"usage '{line.description}': its charge no longer has a meter")
                 usage_lines.append(line)
                 questions.append(
                     UsageQuestion(

@@ -179,6 +179,32 @@ class Charge(models.Model):
     def __str__(self):
         return self.description or f"{self.charge_type} charge"
 
+    # What an invoice line of this charge was billed as: a draft recounts its usage through the
+    # charge's meter until it is finalized, so these cannot change once the charge has billed.
+    LOCKED_WHEN_BILLED = ("charge_type", "meter")
+
+    def save(self, *args, **kwargs):
+        self.clean()
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        if self._state.adding or self.pk is None:
+            return
+        columns = [self._meta.get_field(name).attname for name in self.LOCKED_WHEN_BILLED]
+        stored = Charge.objects.filter(pk=self.pk).values(*columns).first()
+        if stored is None:
+            return
+        changed = [
+            name
+            for name, column in zip(self.LOCKED_WHEN_BILLED, columns, strict=True)
+            if getattr(self, column) != stored[column]
+        ]
+        if changed and self.line_items.exists():
+            raise ValidationError(
+                f"charge '{self}' has been billed: its {' and '.join(changed)} cannot change; "
+                "add a new charge instead"
+            )
+
 
 class Subscription(models.Model):
     class Status(models.TextChoices):
