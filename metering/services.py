@@ -503,9 +503,32 @@ def adopt_unbound_events(subscription) -> int:
     row lock (start_subscription), so no ingestion can store an unbound event for this customer
     between the subscription's creation and this statement."""
     codes = Meter.objects.filter(charges__plan_id=subscription.plan_id).values("code")
-    return UsageEvent.objects.filter(
+    events = UsageEvent.objects.filter(
         customer_id=subscription.customer_id,
         code__in=codes,
         timestamp__gte=subscription.billing_anchor,
         subscription__isnull=True,
-    ).update(subscription=subscription)
+    )
+    if subscription.cancel_at_period_end:  # it will not bill what comes after its current period
+        events = events.filter(timestamp__lt=subscription.current_period_end)
+    return events.update(subscription=subscription)
+
+
+def adopt_unbound_events_for_plan(plan) -> int:
+    """After a charge is added to a plan in use: its active subscriptions take their customers'
+    unbound events of the plan's meters that they will bill (the oldest subscription first when a
+    customer has several). Without this, a meter's events sent before the charge existed, in the
+    very period the charge now bills, would stay unbound and never be billed. Call it in the
+    transaction that adds the charge: the customers are locked FOR UPDATE as start_subscription
+    locks them, so ingestion either stored its events before (adopted here) or sees the charge."""
+    active = Subscription.objects.filter(plan=plan, status=Subscription.Status.ACTIVE)
+    list(  # FOR UPDATE, not NO KEY: it must conflict with ingestion's KEY SHARE (see above)
+        Customer.objects.filter(id__in=active.values("customer_id"))
+        .order_by("id")
+        .select_for_update()
+        .values_list("id", flat=True)
+    )
+    adopted = 0
+    for subscription in active.order_by("id"):  # an admin action on one plan, not a hot path
+        adopted += adopt_unbound_events(subscription)
+    return adopted

@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from invoicing import money
 from invoicing.generator import InvoiceGenerator, RunResult
 from invoicing.manual_trigger import MORE_DUE
+from metering.services import adopt_unbound_events_for_plan
 from subscriptions import services
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
 
@@ -61,6 +62,12 @@ class PlanAdmin(admin.ModelAdmin):
         if obj is not None and obj.subscriptions.exists():
             return Plan.LOCKED_WHEN_IN_USE
         return ()
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if change and any(f.new_objects for f in formsets):
+            # A usage charge added to a plan in use bills the events its meter already has (D2).
+            adopt_unbound_events_for_plan(form.instance)
 
     def save_model(self, request, obj, form, change):
         # Read-only fields never reach the form: a change posted anyway is left out, and said so.

@@ -100,3 +100,44 @@ def test_a_billed_charge_keeps_its_type_and_meter_and_a_draft_never_fails_with_a
         {"detail": "usage 'Km2': its charge no longer has a meter"},
     )
     assert Invoice.objects.get(id=draft.id).status == Invoice.Status.DRAFT
+
+
+def test_a_usage_charge_added_to_a_plan_in_use_bills_the_events_its_meter_already_has(admin_client):
+    """The review's case: m2 (v=7) arrives before the plan charges m2 and stays unbound; the admin
+    adds a USAGE charge on m2; m2 (v=5) arrives. The period's m2 line is 12, not 5."""
+    from metering.services import ingest_events
+    from subscriptions.models import Plan
+    from tests.hostile.admin_forms import change_form_data
+
+    org = OrganizationFactory()
+    m2 = MeterFactory(organization=org, code="m2", aggregation_type="SUM", field_name="v")
+    plan = PlanFactory(organization=org, code="p")
+    ChargeFactory(plan=plan, unit_price=Decimal("10.00"), description="Fee")
+    sub = SubscriptionFactory(
+        customer=CustomerFactory(organization=org, external_id="c"), plan=plan, billing_anchor=NOV_1
+    )
+
+    def send(transaction_id, day, v):
+        event = {"transaction_id": transaction_id, "external_customer_id": "c", "code": "m2",
+                 "timestamp": f"2025-11-{day:02d}T00:00:00Z", "properties": {"v": v}}  # fmt: skip
+        (result,) = ingest_events(org, [event], now=datetime(2025, 11, 20, tzinfo=UTC))
+        assert result.status == "created", result.errors
+
+    send("before", 5, 7)
+    url = f"/admin/subscriptions/plan/{plan.pk}/change/"
+    data = change_form_data(admin_client, url)
+    prefix = next(k[: -len("-TOTAL_FORMS")] for k in data if k.endswith("-TOTAL_FORMS"))
+    n = int(data[f"{prefix}-INITIAL_FORMS"])
+    data[f"{prefix}-TOTAL_FORMS"] = n + 1
+    data.update({f"{prefix}-{n}-plan": plan.pk, f"{prefix}-{n}-charge_type": "USAGE",
+                 f"{prefix}-{n}-meter": m2.pk, f"{prefix}-{n}-unit_price": "1.00",
+                 f"{prefix}-{n}-description": "Storage", f"{prefix}-{n}-pricing_model": "PER_UNIT",
+                 f"{prefix}-{n}-position": 1})  # fmt: skip
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert Plan.objects.get(pk=plan.pk).charges.count() == 2
+    send("after", 6, 5)
+
+    (invoice,) = InvoiceGenerator().process_subscription(sub.id, DEC_1).invoices
+    lines = {line.description: (line.quantity, line.amount) for line in invoice.line_items.all()}
+    assert lines == {"Fee": (Decimal("1"), Decimal("10.00")), "Storage": (Decimal("12"), Decimal("12.00"))}
