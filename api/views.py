@@ -565,4 +565,8 @@ class WorkerHealth(APIView):
     def get(self, request):
         health = worker_health(now=timezone.now())  # reports an unreachable database, never raises
         code = status.HTTP_200_OK if health["healthy"] else status.HTTP_503_SERVICE_UNAVAILABLE
-        return Response(s.WorkerHealthSerializer(health).data, status=code)
+        answer = Response(s.WorkerHealthSerializer(health).data, status=code)
+        # An unhealthy worker is this endpoint's answer, not a server error: a monitor polling it must
+        # not fill errors.log and Sentry (django.request logs every 5xx at ERROR otherwise).
+        answer._has_been_logged = True
+        return answer
