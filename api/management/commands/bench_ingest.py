@@ -325,12 +325,7 @@ class Command(BaseCommand):
                 except (requests.RequestException, ValueError):
                     data = None
                 with lock:
-                    totals["requests"] += 1
-                    if data is None:
-                        totals["failed_requests"] += 1
-                    else:
-                        for name in ("created", "duplicates", "rejected"):
-                            totals[name] += data[name]
+                    count_answer(totals, data)
 
         threads = [threading.Thread(target=worker) for _ in range(workers)]
         started = time.perf_counter()
@@ -387,6 +382,16 @@ class Command(BaseCommand):
         return totals
 
 
+def count_answer(totals: dict, data: dict | None) -> None:
+    """Adds one answer (answer_counts' result) to the running totals."""
+    totals["requests"] += 1
+    if data is None:
+        totals["failed_requests"] += 1
+    else:
+        for name in ("created", "duplicates", "rejected"):
+            totals[name] += data[name]
+
+
 def answer_counts(status_code: int, content: bytes) -> dict | None:
     """created / duplicates / rejected of one answer; None for a failed request. A single event
     answers 201 (created) or 200 (seen before) with the event; a batch 200 with the counts."""
@@ -438,12 +443,7 @@ def post_share(host, port, path, key, bodies, go, results):
                 if attempt:
                     data = None
         latencies.append(time.perf_counter() - started)
-        totals["requests"] += 1
-        if data is None:
-            totals["failed_requests"] += 1
-        else:
-            for name in ("created", "duplicates", "rejected"):
-                totals[name] += data[name]
+        count_answer(totals, data)
     if sock is not None:
         sock.close()
     results.put({**totals, "latencies": latencies})
