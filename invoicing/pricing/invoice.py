@@ -1,14 +1,12 @@
-"""What one billing period costs: pure arithmetic on charges, quantities and a tax rate.
-
-The invoice run, the draft refresh before finalization and the upcoming-invoice preview all price
-through here, so they can never disagree about an amount.
-"""
+"""What one billing period costs: a line per charge (priced by `price_charge`), subtotal, tax, total."""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from invoicing import money
+from invoicing.pricing.charges import price_charge
+from invoicing.pricing.prices import Usage
 
 
 @dataclass(slots=True)  # a run builds one per charge per invoice
@@ -45,13 +43,14 @@ def price_line(charge, quantity: Decimal, currency: str, position: int) -> LineD
     if charge.charge_type == "FIXED":
         quantity = Decimal(1)
     description = charge.description or (charge.meter.name if charge.meter_id else "Subscription fee")
+    price = price_charge(charge, Usage(quantity), currency, description)
     return LineDraft(
         charge=charge,
         charge_type=charge.charge_type,
         description=description,
         quantity=quantity,
-        unit_price=charge.unit_price,
-        amount=money.multiply(quantity, charge.unit_price, currency, description),
+        unit_price=price.unit_price,
+        amount=price.amount,
         position=position,
     )
 
