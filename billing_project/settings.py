@@ -212,6 +212,9 @@ SPECTACULAR_SETTINGS = {
 # The line names this interpreter (the virtualenv's) and this checkout's manage.py by absolute path,
 # so it does not depend on cron's PATH or working directory; settings then read BASE_DIR/.env (or
 # ENV_FILE), so the job sees the same DATABASE_URL and the rest as the shell.
+# Processes `generate_invoices` starts on PostgreSQL when not given --workers (cron's line too);
+# they share the due subscriptions through SKIP LOCKED. One connection each.
+INVOICE_RUN_WORKERS = env.int("INVOICE_RUN_WORKERS", default=2)
 CRONJOBS = [
     ("0 * * * *", "invoicing.cron.generate_invoices"),
     ("*/5 * * * *", "invoicing.cron.finalize_invoices"),

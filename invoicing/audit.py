@@ -2,19 +2,22 @@
 
 Each check is one SQL statement whose rows are streamed (a server-side cursor on PostgreSQL), so
 the audit reads a million invoices in constant memory and a constant number of queries; the money
-arithmetic is redone in Python with the same rounding functions the invoice run uses.
+arithmetic is redone in Python with the same functions the invoice run uses: each line is priced
+again from its own stored terms through `price_charge` (invoicing.pricing.lines).
 """
 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db.models import Count, F, IntegerField, Max, Min, Sum, Window
 from django.db.models.functions import Cast, ExtractYear, Lag, Substr
 
 from invoicing import money
 from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence
+from invoicing.pricing.lines import price_issued_line
 
 CHUNK = 2000
 NUMBER = re.compile(r"^INV-(\d{4})-(\d{4,})$")
@@ -114,28 +117,40 @@ def _invoice_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
                 )
 
 
+class AuditedLine(NamedTuple):
+    """What the audit reads of a line: its stored terms and what it says."""
+
+    charge_type: str
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+
+
 def _line_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
     rows = (
         InvoiceLineItem.objects.values_list(
             "invoice__number",
             "invoice__organization__slug",
             "invoice__currency",
-            "description",
-            "quantity",
-            "unit_price",
-            "amount",
+            *AuditedLine._fields,
         )
         .order_by("id")
         .iterator(chunk_size=CHUNK)
     )
-    for number, org, currency, description, quantity, unit_price, amount in rows:
+    for number, org, currency, *stored in rows:
         counts.lines += 1
-        expected = money.multiply(quantity, unit_price, currency)
-        if amount != expected:
+        line = AuditedLine(*stored)
+        try:
+            expected = price_issued_line(line, line.quantity, currency).amount
+        except money.AmountTooLarge as exc:
+            yield Finding(_who(number, org), f"line {line.description!r}: {exc}")
+            continue
+        if line.amount != expected:
             yield Finding(
                 _who(number, org),
-                f"line {description!r}: {_show(quantity)} x {_show(unit_price)} rounds to "
-                f"{_show(expected, currency)} {currency} but the line says {_show(amount, currency)}",
+                f"line {line.description!r}: {_show(line.quantity)} x {_show(line.unit_price)} rounds to "
+                f"{_show(expected, currency)} {currency} but the line says {_show(line.amount, currency)}",
             )
 
 

@@ -8,14 +8,76 @@ into a number of statements that grows with the batch) in the way.
 """
 
 import json
+from collections import defaultdict
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import NamedTuple
 
 from django.db import connection
 from django.utils import timezone
 
 from billing_project.sql_arrays import array_literal
 from invoicing.models import Invoice, InvoiceLineItem
-from invoicing.parties import BUYER_COLUMNS, SELLER_COLUMNS
+from invoicing.numbering import take_invoice_numbers
+from invoicing.parties import (
+    BUYER_COLUMNS,
+    SELLER_COLUMNS,
+    BuyerSnapshot,
+    SellerSnapshot,
+    buyer_snapshot,
+    seller_snapshot,
+)
 from subscriptions.models import Subscription
+
+# A draft is finalized this long after it was issued; until then late usage still counts.
+FINALIZE_AFTER = timedelta(hours=1)
+
+
+class InvoiceRow(NamedTuple):
+    """One DRAFT invoice to insert; the seller's snapshot travels once per organization."""
+
+    number: str
+    organization_id: int
+    customer_id: int
+    subscription_id: int
+    period_start: datetime
+    period_end: datetime
+    currency: str
+    subtotal: Decimal
+    tax_rate: Decimal
+    tax_amount: Decimal
+    tax_reason: str
+    total: Decimal
+    buyer: BuyerSnapshot  # the buyer as issued (invoicing.parties)
+
+
+class LineRow(NamedTuple):
+    invoice_id: int
+    charge_id: int
+    charge_type: str
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    position: int
+
+
+class SubscriptionAdvance(NamedTuple):
+    """Where a billed subscription moves on to (or how it ends, canceled at period end)."""
+
+    id: int
+    current_period_start: datetime
+    current_period_end: datetime
+    status: str
+    canceled_at: datetime | None
+
+
+class WrittenInvoice(NamedTuple):
+    id: int
+    number: str
+    total: Decimal
+    currency: str
+
 
 INVOICE_COLUMNS = [
     ("number", "varchar"),
@@ -30,7 +92,7 @@ INVOICE_COLUMNS = [
     ("tax_amount", "numeric"),
     ("tax_reason", "varchar"),
     ("total", "numeric"),
-    *BUYER_COLUMNS,  # the buyer as issued (invoicing.parties); the seller's come per organization
+    *BUYER_COLUMNS,
 ]
 LINE_COLUMNS = [
     ("invoice_id", "bigint"),
@@ -49,6 +111,88 @@ ADVANCE_COLUMNS = [
     ("status", "varchar"),
     ("canceled_at", "timestamptz"),
 ]
+# The named fields and the column lists cannot drift apart.
+assert [n for n, _ in INVOICE_COLUMNS] == [*InvoiceRow._fields[:-1], *BuyerSnapshot._fields]
+assert [n for n, _ in LINE_COLUMNS] == list(LineRow._fields)
+assert [n for n, _ in ADVANCE_COLUMNS] == list(SubscriptionAdvance._fields)
+
+
+def write_bills(bills, now: datetime) -> list[list[WrittenInvoice]]:
+    """Take the invoice numbers, insert the invoices and their lines and advance the subscriptions
+    of these bills (invoicing.run.SubscriptionBill): a statement each for all of them. Per bill,
+    the invoices it wrote."""
+    numbers = _take_numbers(bills, now.year)
+    rows, drafts, advances, sellers = [], [], [], {}
+    for bill in bills:
+        subscription = bill.subscription
+        organization_id = subscription.organization_id
+        if organization_id not in sellers:
+            sellers[organization_id] = seller_snapshot(subscription.organization)
+        if bill.drafts:
+            buyer = buyer_snapshot(subscription.customer, subscription.external_id)
+            available = numbers[organization_id]
+        for draft in bill.drafts:
+            rows.append(
+                InvoiceRow(
+                    number=available.pop(),
+                    organization_id=organization_id,
+                    customer_id=subscription.customer_id,
+                    subscription_id=subscription.id,
+                    period_start=draft.period_start,
+                    period_end=draft.period_end,
+                    currency=draft.currency,
+                    subtotal=draft.subtotal,
+                    tax_rate=draft.tax_rate,
+                    tax_amount=draft.tax_amount,
+                    tax_reason=draft.tax_reason,
+                    total=draft.total,
+                    buyer=buyer,
+                )
+            )
+            drafts.append(draft)
+        advances.append(bill.advance())
+
+    ids = insert_invoices(rows, sellers=sellers, issued_at=now, scheduled_finalize_at=now + FINALIZE_AFTER)
+    insert_lines(
+        [
+            LineRow(
+                invoice_id=invoice_id,
+                charge_id=line.charge.id,
+                charge_type=line.charge_type,
+                description=line.description,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                amount=line.amount,
+                position=line.position,
+            )
+            for invoice_id, draft in zip(ids, drafts, strict=True)
+            for line in draft.lines
+        ]
+    )
+    advance_subscriptions(advances)
+
+    written, written_rows = [], iter(zip(ids, rows, strict=True))
+    for bill in bills:
+        own = []
+        for _ in bill.drafts:
+            invoice_id, row = next(written_rows)
+            own.append(WrittenInvoice(invoice_id, row.number, row.total, row.currency))
+        written.append(own)
+    return written
+
+
+def _take_numbers(bills, year: int) -> dict[int, list[str]]:
+    """Each organization's next numbers, reversed so that `pop()` hands them out in order."""
+    counts = defaultdict(int)
+    for bill in bills:
+        counts[bill.subscription.organization_id] += len(bill.drafts)
+    numbers = {}
+    # One global lock order on the counters (by organization id): in batch order, two runs whose
+    # batches hold two organizations the other way round would deadlock.
+    for organization_id, count in sorted(counts.items()):
+        numbers[organization_id] = take_invoice_numbers(organization_id, year, count)
+        numbers[organization_id].reverse()
+    return numbers
 
 
 def rows_source(columns, column_values, alias: str = "v") -> tuple[str, list]:
@@ -83,18 +227,22 @@ def _columns(columns) -> str:
 
 
 def insert_invoices(
-    rows: list[tuple], *, sellers: list[tuple], issued_at, scheduled_finalize_at
+    rows: list[InvoiceRow], *, sellers: dict[int, SellerSnapshot], issued_at, scheduled_finalize_at
 ) -> list[int]:
-    """Insert DRAFT invoices (rows in INVOICE_COLUMNS order) that share issued_at and
-    scheduled_finalize_at; their ids, in the rows' order. `sellers`: (organization id, then
-    SELLER_COLUMNS) for each organization of the rows, joined to them in SQL: the seller's
-    snapshot is the same for all of an organization's invoices, so it travels once."""
+    """Insert DRAFT invoices that share issued_at and scheduled_finalize_at; their ids, in the
+    rows' order. `sellers`: each organization's seller snapshot, joined to the rows in SQL: the
+    same for all of an organization's invoices, so it travels once."""
     if not rows:
         return []
     created = timezone.now()
-    source, params = rows_source(INVOICE_COLUMNS, list(zip(*rows, strict=True)))
+    source, params = rows_source(
+        INVOICE_COLUMNS, list(zip(*(row[:-1] + row.buyer for row in rows), strict=True))
+    )
     seller_columns = [("organization_id", "bigint"), *SELLER_COLUMNS]
-    seller_source, seller_params = rows_source(seller_columns, list(zip(*sellers, strict=True)), alias="s")
+    seller_rows = [(organization_id, *seller) for organization_id, seller in sellers.items()]
+    seller_source, seller_params = rows_source(
+        seller_columns, list(zip(*seller_rows, strict=True)), alias="s"
+    )
     adapt = connection.ops.adapt_datetimefield_value
     constants = [
         Invoice.Status.DRAFT.value,
@@ -115,11 +263,10 @@ def insert_invoices(
         ids = {(organization_id, number): pk for organization_id, number, pk in cursor.fetchall()}
     if len(ids) != len(rows):  # a row whose organization had no seller snapshot: never silently
         raise ValueError(f"{len(rows) - len(ids)} invoices have no seller snapshot")
-    return [ids[(row[1], row[0])] for row in rows]
+    return [ids[(row.organization_id, row.number)] for row in rows]
 
 
-def insert_lines(lines: list[tuple]) -> None:
-    """Rows in LINE_COLUMNS order."""
+def insert_lines(lines: list[LineRow]) -> None:
     if not lines:
         return
     source, params = rows_source(LINE_COLUMNS, list(zip(*lines, strict=True)))
@@ -131,9 +278,8 @@ def insert_lines(lines: list[tuple]) -> None:
         )
 
 
-def advance_subscriptions(rows: list[tuple]) -> None:
-    """Store each subscription's new period, status and canceled_at (rows in ADVANCE_COLUMNS
-    order) in one UPDATE ... FROM."""
+def advance_subscriptions(rows: list[SubscriptionAdvance]) -> None:
+    """Store each subscription's new period, status and canceled_at in one UPDATE ... FROM."""
     if not rows:
         return
     source, params = rows_source(ADVANCE_COLUMNS, list(zip(*rows, strict=True)))

@@ -12,6 +12,8 @@ from django.core.management.base import CommandError
 
 
 def generate_invoices():
+    """The hourly run: on PostgreSQL, INVOICE_RUN_WORKERS (2) processes sharing the work, the
+    command's default; one process on SQLite."""
     _run("generate_invoices")
 
 

@@ -9,6 +9,7 @@ only, so renaming a customer or a seller never changes an issued invoice.
 """
 
 from functools import cache
+from typing import NamedTuple
 
 from django.utils import translation
 from django_countries import countries
@@ -24,8 +25,25 @@ def country_name(code: str) -> str:
         return str(countries.name(code))
 
 
-# Column -> SQL type for the batch INSERT (invoicing.batch_writes), in the order of the tuples
-# below. The seller's travel once per organization and batch, the buyer's once per invoice.
+class SellerSnapshot(NamedTuple):
+    seller_name: str
+    seller_address: str
+    seller_tax_id: str
+    seller_country: str
+
+
+class BuyerSnapshot(NamedTuple):
+    buyer_name: str
+    buyer_address: str
+    buyer_tax_id: str
+    buyer_email: str
+    buyer_external_id: str
+    buyer_country: str
+    subscription_external_id: str
+
+
+# Column -> SQL type for the batch INSERT (invoicing.batch_writes), named as the snapshots' fields.
+# The seller's travel once per organization and batch, the buyer's once per invoice.
 SELLER_COLUMNS = [
     ("seller_name", "varchar"),
     ("seller_address", "text"),
@@ -50,8 +68,8 @@ def _address(line1, line2, postal_code, city, state, country: str) -> str:
     return "\n".join(filter(None, (line1, line2, city_line, country_name(country))))
 
 
-def seller_snapshot(organization) -> tuple:
-    """(name, address, tax id, country) of an Organization."""
+def seller_snapshot(organization) -> SellerSnapshot:
+    """The seller's name, address, tax id and country, of an Organization."""
     country = str(organization.country)
     address = _address(
         organization.address_line1,
@@ -61,14 +79,13 @@ def seller_snapshot(organization) -> tuple:
         organization.state,
         country,
     )
-    return (organization.name, address, organization.tax_id, country)
+    return SellerSnapshot(organization.name, address, organization.tax_id, country)
 
 
-def buyer_snapshot(customer, subscription_external_id: str) -> tuple:
-    """(name, address, tax id, email, external id, country, subscription's external id); works
-    for a Customer and for the run's claimed customer (the same attribute names)."""
+def buyer_snapshot(customer, subscription_external_id: str) -> BuyerSnapshot:
+    """Works for a Customer and for the run's claimed customer (the same attribute names)."""
     country = str(customer.country)
-    return (
+    return BuyerSnapshot(
         customer.name,
         _address(
             customer.address_line1,
@@ -84,3 +101,7 @@ def buyer_snapshot(customer, subscription_external_id: str) -> tuple:
         country,
         subscription_external_id,
     )
+
+
+assert [name for name, _ in SELLER_COLUMNS] == list(SellerSnapshot._fields)
+assert [name for name, _ in BUYER_COLUMNS] == list(BuyerSnapshot._fields)

@@ -10,7 +10,8 @@ from invoicing.models import Invoice, WorkerRun
 from invoicing.pricing import last_day, price_period
 from invoicing.run_lease import close_abandoned_runs
 from invoicing.tax import calculate_tax
-from metering.selectors import UsageQuestion, aggregate_usage
+from invoicing.usage import usage_questions
+from metering.selectors import aggregate_usage
 from subscriptions.models import Charge, Subscription
 
 HEALTHY_WITHIN = timedelta(hours=2)
@@ -80,18 +81,7 @@ def upcoming_invoice(subscription: Subscription, now: datetime):
     period = (subscription.current_period_start, subscription.current_period_end)
     charges = list(Charge.objects.filter(plan_id=subscription.plan_id).select_related("meter"))
     usage = [c for c in charges if c.charge_type == Charge.ChargeType.USAGE]
-    questions = [
-        UsageQuestion(
-            customer_id=subscription.customer_id,
-            code=charge.meter.code,
-            aggregation_type=charge.meter.aggregation_type,
-            period_start=period[0],
-            period_end=period[1],
-            subscription_id=subscription.id,
-        )
-        for charge in usage
-    ]
-    quantities = aggregate_usage(questions)
+    quantities = aggregate_usage(usage_questions(subscription, usage, period))
     tax = calculate_tax(subscription.customer, subscription.organization, last_day(period[1]))
     draft = price_period(
         subscription, charges, period, {c.id: q for c, q in zip(usage, quantities, strict=True)}, tax

@@ -12,13 +12,14 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from invoicing import money
-from invoicing.generator import one_line_reason, transaction_broken
-from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
+from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.pricing import totals
-from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
+from invoicing.pricing.lines import price_issued_line
+from invoicing.run_lease import one_line_reason, recorded_run
+from invoicing.savepoints import transaction_broken
 from invoicing.selectors import drafts_due_for_finalization
-from invoicing.worker_log import run_logger
-from metering.selectors import UsageQuestion, aggregate_usage
+from invoicing.usage import usage_questions
+from metering.selectors import aggregate_usage
 
 
 class InvoiceStateError(Exception):
@@ -70,30 +71,23 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
     for invoice in invoices:
         if invoice.status != Invoice.Status.DRAFT:
             raise InvoiceStateError(f"{invoice.number} is not a draft; it cannot be refreshed")
-        for line in invoice.line_items.all():
-            if line.charge_type == "USAGE":
-                if line.charge.meter_id is None:  # Charge.clean refuses this; raw SQL does not
-                    raise UnbillableDraft(f"usage '{line.description}': its charge no longer has a meter")
-                usage_lines.append(line)
-                questions.append(
-                    UsageQuestion(
-                        customer_id=invoice.customer_id,
-                        code=line.charge.meter.code,
-                        aggregation_type=line.charge.meter.aggregation_type,
-                        period_start=invoice.period_start,
-                        period_end=invoice.period_end,
-                        subscription_id=invoice.subscription_id,
-                    )
-                )
+        lines = [line for line in invoice.line_items.all() if line.charge_type == "USAGE"]
+        for line in lines:
+            if line.charge.meter_id is None:  # Charge.clean refuses this; raw SQL does not
+                raise UnbillableDraft(f"usage '{line.description}': its charge no longer has a meter")
+        usage_lines += lines
+        questions += usage_questions(
+            invoice.subscription, [line.charge for line in lines], (invoice.period_start, invoice.period_end)
+        )
     changed = []
     # Priced before any write: an amount no invoice can hold is refused with a reason naming the
     # line, instead of `numeric field overflow` for the whole batch.
     try:
         for line, quantity in zip(usage_lines, aggregate_usage(questions), strict=True):
             line.quantity = quantity
-            line.amount = money.multiply(
-                quantity, line.unit_price, line.invoice.currency, f"usage '{line.description}'"
-            )
+            line.amount = price_issued_line(
+                line, quantity, line.invoice.currency, f"usage '{line.description}'"
+            ).amount
         touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
         for invoice in invoices:
             invoice.updated_at = touched
@@ -111,7 +105,7 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
 
 
 def _with_lines(queryset):
-    return queryset.select_related("customer").prefetch_related(
+    return queryset.select_related("customer", "subscription").prefetch_related(
         Prefetch("line_items", queryset=InvoiceLineItem.objects.select_related("charge__meter", "invoice"))
     )
 
@@ -197,15 +191,9 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
     """Finalize every draft whose scheduled_finalize_at has passed, in skip-locked batches. A draft
     that cannot be finalized is logged and counted, stays a DRAFT and is left alone for the rest of
     the run; the next run tries it again."""
-    close_abandoned_runs()
-    run = start_run("invoice_finalizer", billed_at=now)
-    result = FinalizeResult(run_id=run.run_id)
-    log = run_logger("invoice_finalizer", result.run_id)
-    heartbeat = Heartbeat(run)
-    log.info("🚀 Invoice finalization started")
-    status, error = WorkerRun.Status.FAILED, ""
-    failed_ids: set[int] = set()
-    try:
+    with recorded_run("invoice_finalizer", billed_at=now, started="Invoice finalization started") as run:
+        result = FinalizeResult(run_id=run.run_id)
+        failed_ids: set[int] = set()
         while True:
             with transaction.atomic():
                 # NO KEY UPDATE: finalizing changes no key, and must not block inserts of lines.
@@ -225,37 +213,24 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
                 reason = one_line_reason(exc)
                 result.failures.append((invoice, reason))
                 expected = isinstance(exc, InvoiceStateError | DatabaseError | ArithmeticError | ValueError)
-                log.error(
+                run.log.error(
                     f"❌ Failed {invoice.number} | customer={invoice.customer.name} | error={reason}",
                     exc_info=None if expected else exc,
                 )
             for invoice, old_total in changed:
-                log.info(
+                run.log.info(
                     f"🔄 Refreshed {invoice.number} | late usage | total="
                     f"{money.format_money(old_total, invoice.currency)} -> "
                     f"{money.format_money(invoice.total, invoice.currency)}"
                 )
             for invoice in invoices:
-                log.info(
+                run.log.info(
                     f"✅ Finalized {invoice.number} | customer={invoice.customer.name} "
                     f"| total={money.format_money(invoice.total, invoice.currency)}"
                 )
             result.finalized += invoices
             result.refreshed += changed
-            heartbeat.beat()
-        status = WorkerRun.Status.SUCCEEDED
-    except Exception as exc:
-        error = one_line_reason(exc)
-        log.error(f"💥 Run failed | error={error}")
-        raise
-    finally:
-        count, failed = len(result.finalized), len(result.failures)
-        run.status, run.error, run.finished_at = status, error, timezone.now()
-        run.processed, run.successful, run.failed = count + failed, count, failed
-        run.invoices_created = count
-        try:
-            run.save()
-        except DatabaseError as exc:  # the database may be what failed; the log still tells
-            log.error(f"💥 Could not record the run | error={one_line_reason(exc)}")
-        log.info(f"🏁 Completed | processed={count + failed} | successful={count} | failed={failed}")
+            count = len(result.finalized)
+            run.tally(successful=count, failed=len(result.failures), invoices_created=count)
+            run.heartbeat.beat()
     return result

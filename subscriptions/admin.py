@@ -10,8 +10,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from invoicing import money
-from invoicing.generator import InvoiceGenerator, RunResult
-from invoicing.manual_trigger import MORE_DUE
+from invoicing.manual_trigger import MORE_DUE, Reason, why_nothing_billed
+from invoicing.run import InvoiceGenerator, RunResult
 from metering.services import adopt_unbound_events_for_plan
 from subscriptions import services
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
@@ -119,9 +119,11 @@ class SubscriptionAddForm(forms.ModelForm):
 
 
 def describe_generation(subscription: Subscription, result: RunResult, now) -> tuple[int, str]:
-    """(message level, sentence) saying what one "generate now" did for one subscription."""
+    """(message level, sentence) saying what one "generate now" did for one subscription; why
+    nothing was billed is decided by the same service as the API's (invoicing.manual_trigger)."""
     name = f"{subscription.external_id} ({subscription.customer.name})"
-    if result.invoices:
+    nothing = why_nothing_billed(subscription, result, now)
+    if nothing is None:
         made = ", ".join(
             f"{invoice.number} ({money.format_money(invoice.total, invoice.currency)}, "
             f"{invoice.period_start:%Y-%m-%d} – {invoice.period_end:%Y-%m-%d})"
@@ -129,17 +131,16 @@ def describe_generation(subscription: Subscription, result: RunResult, now) -> t
         )
         more = f" {MORE_DUE[0].upper()}{MORE_DUE[1:]}." if result.more_due else ""
         return messages.SUCCESS, f"{name}: generated {made}.{more}"
-    if result.failures:
-        return messages.ERROR, f"{name}: failed: {'; '.join(reason for _, reason in result.failures)}."
-    if result.skips:
-        return messages.WARNING, f"{name}: nothing new: the due period is already billed."
-    if subscription.status == Subscription.Status.CANCELED:
-        return messages.WARNING, f"{name}: nothing due: the subscription is canceled."
-    if subscription.current_period_end > now:
-        return messages.WARNING, (
-            f"{name}: nothing due yet: the current period runs until "
-            f"{subscription.current_period_end:%Y-%m-%d %H:%M} UTC."
-        )
+    match nothing.reason:
+        case Reason.FAILED:
+            return messages.ERROR, f"{name}: failed: {'; '.join(nothing.failures)}."
+        case Reason.ALREADY_BILLED:
+            return messages.WARNING, f"{name}: nothing new: the due period is already billed."
+        case Reason.CANCELED:
+            return messages.WARNING, f"{name}: nothing due: the subscription is canceled."
+        case Reason.NOT_DUE_YET:
+            until = f"{nothing.period_end:%Y-%m-%d %H:%M}"
+            return messages.WARNING, f"{name}: nothing due yet: the current period runs until {until} UTC."
     return messages.WARNING, f"{name}: nothing generated: another invoice run is billing it right now."
 
 

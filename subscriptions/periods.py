@@ -76,3 +76,13 @@ def periods_due_and_next(
         due.append((start, end))
         start, end = next_period(anchor, interval, end)
     return due, (start, end)
+
+
+def periods_to_bill(anchor, interval, start, end, cancel_at_period_end, now, limit=None):
+    """The periods to bill now, and the one the subscription moves on to: every period that
+    ended by `now` (at most `limit`), or only the current one when it cancels at its end."""
+    periods, following = periods_due_and_next(anchor, interval, start, end, now, limit)
+    if cancel_at_period_end and len(periods) > 1:
+        periods = periods[:1]
+        following = next_period(anchor, interval, periods[-1][1])
+    return periods, following

@@ -19,6 +19,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def invoice_run_in_this_process():
+    """`call_command("generate_invoices")` runs in the test's process: on PostgreSQL it would
+    otherwise start INVOICE_RUN_WORKERS processes, which cannot see the test's transaction (nor
+    its monkeypatches). Tests of the worker processes start `manage.py` as a real process."""
+    with override_settings(INVOICE_RUN_WORKERS=1):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def worker_log_dir(tmp_path_factory):
     """The workers' rotating log files, moved to a temporary LOG_DIR for the test session, so
     tests never write into the developer's logs/ and can read what the configured handler wrote."""

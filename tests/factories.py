@@ -147,3 +147,25 @@ class TaxRateFactory(factory.django.DjangoModelFactory):
     region = ""
     rate = Decimal("0.00")
     valid_from = datetime(2000, 1, 1, tzinfo=UTC).date()
+
+
+def ensure_eu_vat_rates() -> None:
+    """A transactional test starts from whatever the previous one left: Django empties every table
+    after a transactional test, the seeded tax rates too. Seed them again as migration 0003 does.
+    (serialized_rollback=True would restore them, but it breaks on PostgreSQL as soon as another
+    transactional test without it has run first: content types are created twice.)"""
+    import importlib
+
+    from django.apps import apps
+
+    if not TaxRate.objects.exists():
+        importlib.import_module("invoicing.migrations.0003_seed_eu_vat_rates").seed(apps, None)
+
+
+def simple_subscription(org=None, price="49.00", **kwargs):
+    """A subscription to a plan of one FIXED charge (`price`, "Platform fee") from T0."""
+    org = org or OrganizationFactory()
+    plan = PlanFactory(organization=org)
+    ChargeFactory(plan=plan, unit_price=Decimal(price), description="Platform fee")
+    customer = CustomerFactory(organization=org, **kwargs.pop("customer", {}))
+    return SubscriptionFactory(customer=customer, plan=plan, **kwargs)

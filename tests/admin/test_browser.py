@@ -11,7 +11,7 @@ from django.db import connections
 
 from invoicing.models import Invoice
 from tests.admin.conftest import build_world
-from tests.invoicing.test_concurrency import seed_eu_vat_rates
+from tests.factories import ensure_eu_vat_rates
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -55,7 +55,7 @@ def test_staff_generate_find_finalize_and_print_an_invoice(
 ):
     django_user_model.objects.create_superuser("staff", "staff@example.test", "correct-horse-battery")
     # A transactional test that ran before this one flushed the rates the data migration seeded.
-    seed_eu_vat_rates()
+    ensure_eu_vat_rates()
     # The live server bills at the real time: a subscription whose first month ended at the
     # start of this month is due now, with exactly one period to bill.
     this_month = datetime.now(tz=UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)

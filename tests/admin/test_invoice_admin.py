@@ -6,8 +6,8 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice
+from invoicing.run import InvoiceGenerator
 from tests.admin.conftest import DOMESTIC_TOTAL, DUTCH_TOTAL, build_world, texts
 from tests.factories import T0
 

@@ -12,8 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from pypdf import PdfReader
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, TaxRate, WorkerRun
+from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice, mark_invoice_paid
 from metering.models import Meter, UsageEvent
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription

@@ -8,8 +8,8 @@ import pytest
 import time_machine
 from pypdf import PdfReader
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
+from invoicing.run import InvoiceGenerator
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,

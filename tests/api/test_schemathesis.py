@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from billing_project.wsgi import application
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from subscriptions.services import create_api_key
 from tests.factories import (
     ChargeFactory,

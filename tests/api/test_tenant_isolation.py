@@ -7,8 +7,8 @@ import pytest
 import time_machine
 
 from api import urls
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice
+from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
 from subscriptions.models import Subscription
 from tests.factories import (

@@ -241,7 +241,7 @@ def test_d7_errors_are_reported_to_sentry_only_when_a_dsn_is_set(tmp_path, dsn_s
 def objects(org):
     from datetime import UTC, datetime
 
-    from invoicing.generator import InvoiceGenerator
+    from invoicing.run import InvoiceGenerator
     from tests.factories import ChargeFactory, CustomerFactory, MeterFactory, PlanFactory
 
     customer = CustomerFactory(organization=org, external_id="acme")
@@ -481,8 +481,8 @@ def test_d4_every_keyed_action_commits_its_work_with_its_answer(
 ):
     from datetime import UTC, datetime
 
-    from invoicing.generator import InvoiceGenerator
     from invoicing.models import Invoice
+    from invoicing.run import InvoiceGenerator
     from subscriptions.models import Customer, Subscription
 
     sub = due_subscription

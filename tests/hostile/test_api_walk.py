@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from tests.api.conftest import client_for
 from tests.factories import (
     ChargeFactory,

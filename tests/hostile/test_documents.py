@@ -13,8 +13,8 @@ from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from pypdf import PdfReader
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, TaxRate
+from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice
 from subscriptions.models import Customer, Organization, Subscription
 from subscriptions.services import create_api_key

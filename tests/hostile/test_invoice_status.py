@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, InvoiceLockedError
+from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice, mark_invoice_paid, void_invoice
 from tests.factories import ChargeFactory, SubscriptionFactory
 

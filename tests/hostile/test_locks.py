@@ -1,6 +1,8 @@
 """Row locks that change no key take FOR NO KEY UPDATE (the project's rule, and issue 11's ask):
 a claimed subscription must not hold up a usage event that names it. With FOR UPDATE, the event's
-foreign-key check (FOR KEY SHARE on the subscription) waits until the claiming batch commits."""
+foreign-key check (FOR KEY SHARE on the subscription) waits until the claiming batch commits.
+Real connections: the run in a thread with its own, the event on the test's; the run's
+`after_claim` seam holds the batch open."""
 
 import threading
 from datetime import UTC, datetime
@@ -9,7 +11,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from metering.services import ingest_events
 from tests.factories import (
     ChargeFactory,
@@ -18,34 +20,33 @@ from tests.factories import (
     OrganizationFactory,
     PlanFactory,
     SubscriptionFactory,
+    ensure_eu_vat_rates,
 )
-from tests.invoicing.test_concurrency import seed_eu_vat_rates
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-class HoldingGenerator(InvoiceGenerator):
-    """Claims its batch, says so, then holds the batch open until told to go on."""
+class HoldBatchOpen:
+    """A run's `after_claim`: says it claimed, then holds the batch open until told to go on."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self):
         self.claimed, self.go_on = threading.Event(), threading.Event()
 
-    def _plan(self, subscriptions, now):
+    def __call__(self, claimed):
         self.claimed.set()
         self.go_on.wait(timeout=30)
-        return super()._plan(subscriptions, now)
 
 
 def test_an_event_for_a_claimed_subscription_commits_while_the_batch_is_open():
-    seed_eu_vat_rates()
+    ensure_eu_vat_rates()
     org = OrganizationFactory()
     MeterFactory(organization=org, code="api_calls")
     plan = PlanFactory(organization=org)
     ChargeFactory(plan=plan, unit_price=Decimal("10.00"))
     ChargeFactory(plan=plan, charge_type="USAGE", meter=org.meters.get(), unit_price=Decimal("1.00"))
     sub = SubscriptionFactory(customer=CustomerFactory(organization=org, external_id="c1"), plan=plan)
-    run = HoldingGenerator(claimers=1)
+    run, hold = InvoiceGenerator(), HoldBatchOpen()
+    run.after_claim = hold
     result = {}
 
     def bill():
@@ -57,7 +58,7 @@ def test_an_event_for_a_claimed_subscription_commits_while_the_batch_is_open():
     billing = threading.Thread(target=bill)
     billing.start()
     try:
-        assert run.claimed.wait(timeout=30)
+        assert hold.claimed.wait(timeout=30)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = '5s'")  # a wait is a failure, not a slow pass
             (stored,) = ingest_events(
@@ -75,6 +76,6 @@ def test_an_event_for_a_claimed_subscription_commits_while_the_batch_is_open():
             )
         assert (stored.status, stored.errors) == ("created", {})
     finally:
-        run.go_on.set()
+        hold.go_on.set()
         billing.join(timeout=60)
     assert (result["run"].successful, result["run"].failed) == (1, 0)

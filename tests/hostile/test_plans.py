@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from subscriptions.models import Plan
 from tests.factories import ChargeFactory, OrganizationFactory, PlanFactory, SubscriptionFactory
 from tests.hostile.admin_forms import post_change

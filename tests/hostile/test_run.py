@@ -18,10 +18,10 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from invoicing import generator
+from invoicing import run as invoice_run
 from invoicing.batch_writes import insert_invoices as original_insert
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, TaxRate, WorkerRun
+from invoicing.run import InvoiceGenerator
 from invoicing.run_lease import Heartbeat
 from subscriptions.models import Subscription
 from subscriptions.periods import boundary
@@ -35,8 +35,8 @@ from tests.factories import (
     PlanFactory,
     SubscriptionFactory,
     UsageEventFactory,
+    ensure_eu_vat_rates,
 )
-from tests.ops.support import ensure_eu_vat_rates
 
 D = Decimal
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,7 +236,7 @@ def test_d3_a_run_bills_at_most_the_cap_for_a_far_behind_subscription_and_the_ot
         for n in range(3)
     ]
     result = InvoiceGenerator().process_due_subscriptions(NOW)
-    assert getattr(generator, "MAX_PERIODS_PER_SUBSCRIPTION", None) == 50
+    assert getattr(invoice_run, "MAX_PERIODS_PER_SUBSCRIPTION", None) == 50
     assert far.invoices.count() == 50
     assert [o.invoices.count() for o in others] == [3, 3, 3]  # Aug, Sep, Oct
     far.refresh_from_db()
@@ -268,11 +268,11 @@ def test_d3_repeated_runs_catch_up(api_org):
 
 @pytest.mark.django_db
 def test_d3_a_batch_plans_a_bounded_number_of_lines_and_lets_the_rest_go_to_the_next(api_org, monkeypatch):
-    monkeypatch.setattr("invoicing.generator.MAX_LINES_PER_BATCH", 100)
+    monkeypatch.setattr("invoicing.run.MAX_LINES_PER_BATCH", 100)
     subs = [far_behind(api_org, external_id=f"far{n}") for n in range(3)]
     batches = []
     monkeypatch.setattr(
-        "invoicing.generator.insert_invoices",
+        "invoicing.batch_writes.insert_invoices",
         lambda rows, **kw: batches.append(len(rows)) or original_insert(rows, **kw),
     )
     result = InvoiceGenerator().process_due_subscriptions(NOW)
@@ -483,10 +483,10 @@ def test_d16_a_terminated_connection_fails_the_run_instead_of_each_subscription(
                 cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         return original_insert(rows, **kwargs)
 
-    monkeypatch.setattr("invoicing.generator.insert_invoices", terminated_mid_batch)
+    monkeypatch.setattr("invoicing.batch_writes.insert_invoices", terminated_mid_batch)
     at = (NOV_1 + timedelta(hours=1)).isoformat()
     with pytest.raises(CommandError, match=r"^the invoice run could not use the database: "):
-        call_command("generate_invoices", "--now", at, "--claimers", "1")
+        call_command("generate_invoices", "--now", at)
     assert not [line for line in worker_lines if "❌" in line]
     assert any("💥 Run failed | error=" in line for line in worker_lines)
     run = WorkerRun.objects.get()

@@ -8,8 +8,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice
+from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
 from subscriptions.models import Charge
 from tests.api.conftest import client_for

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice
+from invoicing.run import InvoiceGenerator
 from subscriptions.models import Subscription
 from tests.factories import (
     T0,
@@ -171,8 +171,10 @@ def test_a_catch_up_run_bills_every_aggregation_type_to_the_cent(billing_month, 
         datetime(2025, 4, 1, tzinfo=T0.tzinfo),
     )
     assert (subs["sub-c"].status, subs["sub-c"].canceled_at) == ("CANCELED", FEB)
+    # The result names exactly the invoices the run stored, and loads them in the order it made them.
     assert {i.number for i in result.invoices} == {i.number for i in invoices.values()}
-    assert all(i.pk for i in result.invoices)
+    assert sorted(result.invoice_ids) == sorted(invoice.pk for invoice in invoices.values())
+    assert [invoice.pk for invoice in result.invoices] == result.invoice_ids
 
 
 @pytest.mark.django_db

@@ -21,8 +21,8 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, WorkerRun
+from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
 from subscriptions.models import ApiKey, Organization, Subscription
 from subscriptions.services import hash_key

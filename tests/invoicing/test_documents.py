@@ -8,7 +8,7 @@ import pytest
 from pypdf import PdfReader
 
 from invoicing.documents import InvoiceLocale, render_invoice_html, render_invoice_pdf
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from tests.factories import T0, ChargeFactory, CustomerFactory, OrganizationFactory, SubscriptionFactory
 
 

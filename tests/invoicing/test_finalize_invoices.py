@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, WorkerRun
+from invoicing.run import InvoiceGenerator
 from invoicing.services import (
     InvoiceStateError,
     finalize_due_invoices,

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, InvoiceNumberSequence, WorkerRun
+from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
 from subscriptions.models import Subscription
 from tests.factories import (
@@ -22,6 +22,7 @@ from tests.factories import (
     SubscriptionFactory,
     TaxRateFactory,
     bound_subscription,
+    simple_subscription,
 )
 
 pytestmark = pytest.mark.django_db
@@ -60,14 +61,6 @@ def add_events(customer, code, count, at, value=None, subscription=None):
         )
         for n in range(count)
     )
-
-
-def simple_subscription(org=None, price="49.00", **kwargs):
-    org = org or OrganizationFactory()
-    plan = PlanFactory(organization=org)
-    ChargeFactory(plan=plan, unit_price=D(price), description="Platform fee")
-    customer = CustomerFactory(organization=org, **kwargs.pop("customer", {}))
-    return SubscriptionFactory(customer=customer, plan=plan, **kwargs)
 
 
 class TestADenseRun:
@@ -472,15 +465,15 @@ def test_the_log_file_has_an_iso_utc_timestamp_in_front_of_each_line(worker_log_
 
 
 def test_a_stop_request_finishes_the_batch_in_hand_and_records_an_interrupted_run(worker_lines):
-    class StopsMidBatch(InvoiceGenerator):
-        def _plan(self, subscriptions, now):
-            self.stop_requested = True  # what the SIGTERM handler does, while a batch is in hand
-            return super()._plan(subscriptions, now)
-
     org = OrganizationFactory()
     subs = [simple_subscription(org) for _ in range(5)]
+    generator = InvoiceGenerator(batch_size=2)
 
-    result = StopsMidBatch(batch_size=2).process_due_subscriptions(now=FEB_1)
+    def stop(claimed):  # what the SIGTERM handler does, while a batch is in hand
+        generator.stop_requested = True
+
+    generator.after_claim = stop
+    result = generator.process_due_subscriptions(now=FEB_1)
 
     assert [i.subscription_id for i in result.invoices] == [subs[0].id, subs[1].id]
     assert Subscription.objects.filter(current_period_end=FEB_1).count() == 3  # left for the next run

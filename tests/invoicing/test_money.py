@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 
 from invoicing import money
-from invoicing.generator import InvoiceGenerator
 from invoicing.pricing import totals
+from invoicing.run import InvoiceGenerator
 from tests.factories import (
     T0,
     ChargeFactory,

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from invoicing.tax import MissingTaxRate, TaxRateBook, calculate_tax
 from tests.factories import (
     ChargeFactory,

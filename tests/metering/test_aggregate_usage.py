@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from metering.selectors import UsageQuestion, aggregate_usage
 from tests.factories import (
     T0,

@@ -1,6 +1,5 @@
 """Shared by the operations tests: bulk test data and `manage.py` started as a real process."""
 
-import importlib
 import os
 import subprocess
 import sys
@@ -9,26 +8,16 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
-from django.apps import apps
 from django.conf import settings
 from django.db import connection
 
-from invoicing.models import TaxRate
 from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
+from tests.factories import ensure_eu_vat_rates
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 JAN, FEB, MAR, APR, MAY = (datetime(2025, m, 1, tzinfo=UTC) for m in range(1, 6))
 # As of mid-April a subscription anchored on Jan 1 is three periods behind: Jan, Feb and Mar.
 MID_APRIL = datetime(2025, 4, 15, tzinfo=UTC)
-
-
-def ensure_eu_vat_rates() -> None:
-    """A transactional test starts from whatever the previous one left: Django empties every table
-    after a transactional test, the seeded tax rates too. Seed them again as migration 0003 does.
-    (serialized_rollback=True would restore them, but it breaks on PostgreSQL as soon as another
-    transactional test without it has run first: content types are created twice.)"""
-    if not TaxRate.objects.exists():
-        importlib.import_module("invoicing.migrations.0003_seed_eu_vat_rates").seed(apps, None)
 
 
 def create_due_subscriptions(count: int, anchor: datetime = JAN, price: str = "10.00") -> list[int]:

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, InvoiceLineItem, InvoiceLockedError
+from invoicing.run import InvoiceGenerator
 from invoicing.services import (
     InvoiceStateError,
     finalize_due_invoices,

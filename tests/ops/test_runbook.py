@@ -10,9 +10,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from invoicing.generator import InvoiceGenerator
-from tests.factories import ChargeFactory, OrganizationFactory, SubscriptionFactory
-from tests.ops.support import database_url, ensure_eu_vat_rates
+from invoicing.run import InvoiceGenerator
+from tests.factories import ChargeFactory, OrganizationFactory, SubscriptionFactory, ensure_eu_vat_rates
+from tests.ops.support import database_url
 
 RUNBOOK = Path(settings.BASE_DIR, "README.md").read_text().split("## Operations", 1)[1].split("\n## ", 1)[0]
 PSQL = re.findall(r'^\s*psql "\$DATABASE_URL" -c "(.+)"$', RUNBOOK, re.MULTILINE)

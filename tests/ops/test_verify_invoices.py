@@ -8,8 +8,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import F
 
-from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence
+from invoicing.run import InvoiceGenerator
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,

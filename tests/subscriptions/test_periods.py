@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from invoicing.generator import InvoiceGenerator
+from invoicing.run import InvoiceGenerator
 from subscriptions.models import Subscription
 from subscriptions.periods import first_period, next_period, periods_due
 from tests.factories import ChargeFactory, PlanFactory, SubscriptionFactory

@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from billing_project.command_options import attached_to_terminal
 from invoicing import benchmark
-from invoicing.generator import BATCH_SIZE
+from invoicing.run import BATCH_SIZE
 
 
 class Command(BaseCommand):
@@ -29,17 +29,17 @@ class Command(BaseCommand):
             help="Comma-separated aggregation types of the usage meters "
             f"(default: cycle through {','.join(benchmark.AGGREGATION_CYCLE)})",
         )
-        parser.add_argument("--workers", type=int, default=1, help="Invoice-run processes started at once")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            help="Invoice-run processes started at once (default: what generate_invoices starts, "
+            "INVOICE_RUN_WORKERS = 2 on PostgreSQL, 1 on SQLite)",
+        )
         parser.add_argument(
             "--batch-size",
             type=int,
             default=BATCH_SIZE,
             help=f"Subscriptions claimed per transaction (default: the invoice run's, {BATCH_SIZE})",
-        )
-        parser.add_argument(
-            "--claimers",
-            type=int,
-            help="Connections claiming at once in each worker (default: the invoice run's, 2 on PostgreSQL)",
         )
         parser.add_argument(
             "--repeat",
@@ -70,7 +70,7 @@ class Command(BaseCommand):
     def run(self, options):
         from django.db import connection
 
-        for name in ("subscriptions", "events", "workers", "batch_size", "repeat", "claimers"):
+        for name in ("subscriptions", "events", "workers", "batch_size", "repeat"):
             minimum = 0 if name == "events" else 1
             if options[name] is not None and options[name] < minimum:
                 raise benchmark.BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
@@ -114,7 +114,6 @@ class Command(BaseCommand):
             database=database,
             progress=progress,
             repeat=options["repeat"],
-            claimers=options["claimers"],
         )
 
     def print_table(self, result):
@@ -130,7 +129,7 @@ class Command(BaseCommand):
                 f"{result.fixed_charges} fixed + {result.usage_charges} usage "
                 f"({', '.join(result.aggregations)})",
             ),
-            ("workers x claimers x batch", f"{result.workers} x {result.claimers} x {result.batch_size}"),
+            ("workers x batch", f"{result.workers} x {result.batch_size}"),
             ("invoices created", f"{result.invoices:,}"),
             ("data set built in", f"{result.setup_s:.1f} s"),
             ("SQL floor (best)", f"{result.sql_floor_s:.3f} s{samples(result.sql_floor_runs_s)}"),

@@ -14,9 +14,9 @@ from billing_project.command_options import (
     refuse_future_now,
 )
 from invoicing import money
-from invoicing.generator import BATCH_SIZE, InvoiceGenerator
 from invoicing.models import WorkerRun
-from invoicing.workers import RunCounts, run_workers, stop_on_signals
+from invoicing.run import BATCH_SIZE, InvoiceGenerator
+from invoicing.workers import RunCounts, default_workers, invoice_run_process, run_workers, stop_on_signals
 from subscriptions.models import Subscription
 
 
@@ -60,16 +60,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers",
             type=int,
-            default=1,
             metavar="N",
-            help="Start N processes that share the work (PostgreSQL only)",
-        )
-        parser.add_argument(
-            "--claimers",
-            type=int,
-            metavar="N",
-            help="Connections that claim batches at once in each process (default 2 on PostgreSQL; "
-            "always 1 on SQLite)",
+            help="Start N processes that share the work (PostgreSQL only; default there "
+            "INVOICE_RUN_WORKERS, 2; always 1 on SQLite, with --subscription and with --dry-run)",
         )
         # Where a child of --workers reports its counts to the parent (internal).
         parser.add_argument("--report-file", help=argparse.SUPPRESS)
@@ -81,8 +74,7 @@ class Command(BaseCommand):
         subscription=None,
         dry_run=False,
         batch_size=BATCH_SIZE,
-        workers=1,
-        claimers=None,
+        workers=None,
         report_file=None,
         **options,
     ):
@@ -93,20 +85,20 @@ class Command(BaseCommand):
             )
         if batch_size < 1:
             raise CommandError("--batch-size: must be at least 1")
+        if workers is None:
+            workers = default_workers(subscription_id=subscription, dry_run=dry_run)
         if workers < 1:
             raise CommandError("--workers: must be at least 1")
-        if claimers is not None and claimers < 1:
-            raise CommandError("--claimers: must be at least 1")
         if workers > 1:
-            return self.handle_workers(workers, now, batch_size, claimers, subscription, dry_run)
+            return self.handle_workers(workers, now, batch_size, subscription, dry_run)
 
         # A bar for a person at a terminal; a child of --workers shares its parent's terminal.
         show_progress = not (dry_run or report_file) and attached_to_terminal()
         try:
             if subscription is not None and not Subscription.objects.filter(id=subscription).exists():
                 raise CommandError(f"--subscription: no subscription has the id {subscription}")
-            with progress_bar(show_progress) as progress:
-                generator = InvoiceGenerator(batch_size=batch_size, claimers=claimers, progress=progress)
+            with progress_bar(show_progress) as progress, invoice_run_process(InvoiceGenerator.worker):
+                generator = InvoiceGenerator(batch_size=batch_size, progress=progress)
                 with stop_on_signals(generator) as signals:
                     result = generator.process_due_subscriptions(
                         now, subscription_id=subscription, dry_run=dry_run
@@ -126,7 +118,7 @@ class Command(BaseCommand):
         if result.failed:
             raise CommandError(f"{result.failed} subscription(s) failed; the log lines above say why")
 
-    def handle_workers(self, workers, now, batch_size, claimers, subscription, dry_run):
+    def handle_workers(self, workers, now, batch_size, subscription, dry_run):
         if subscription is not None or dry_run:
             raise CommandError("--workers: not with --subscription or --dry-run, which are one-process jobs")
         try:
@@ -140,7 +132,7 @@ class Command(BaseCommand):
             )
         # Every child bills as of the same moment; the parent holds no connection while they run.
         connection.close()
-        pool = run_workers(workers, now or timezone.now(), batch_size, claimers)
+        pool = run_workers(workers, now or timezone.now(), batch_size)
         total = pool.total
         self.stdout.write(
             f"🏁 {workers} workers finished | runs={','.join(r.run_id for r in pool.runs)} "
