@@ -474,7 +474,7 @@ def reset_to_due() -> None:
 
 
 class QueryCounter:
-    """Counts the statements of every connection the worker opens, every claimer's included."""
+    """Counts the statements of every connection the worker opens."""
 
     def __init__(self):
         self.count = 0

@@ -172,6 +172,7 @@ class InvoiceRun:
         # again in this run, so a failure is counted once and a far-behind one holds up nobody.
         self.left_alone: set[int] = set()
         self.record: OpenRun | None = None
+        self.due_count = 0
 
     def bill_everything_due(self, record: OpenRun) -> None:
         """1. Count what is due. 2. Bill batch after batch until nothing is left or a stop is

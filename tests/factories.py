@@ -169,3 +169,14 @@ def simple_subscription(org=None, price="49.00", **kwargs):
     ChargeFactory(plan=plan, unit_price=Decimal(price), description="Platform fee")
     customer = CustomerFactory(organization=org, **kwargs.pop("customer", {}))
     return SubscriptionFactory(customer=customer, plan=plan, **kwargs)
+
+
+def client_for(organization):
+    """An API client authenticated with a new key of `organization`."""
+    from rest_framework.test import APIClient
+
+    from subscriptions.services import create_api_key
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_api_key(organization)[1]}")
+    return client

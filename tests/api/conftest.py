@@ -1,14 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from subscriptions.services import create_api_key
-from tests.factories import OrganizationFactory
-
-
-def client_for(organization) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_api_key(organization)[1]}")
-    return client
+from tests.factories import OrganizationFactory, client_for
 
 
 @pytest.fixture

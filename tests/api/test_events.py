@@ -8,8 +8,14 @@ import time_machine
 from django.db import connection
 
 from metering.models import UsageEvent
-from tests.api.conftest import client_for
-from tests.factories import ChargeFactory, CustomerFactory, MeterFactory, PlanFactory, SubscriptionFactory
+from tests.factories import (
+    ChargeFactory,
+    CustomerFactory,
+    MeterFactory,
+    PlanFactory,
+    SubscriptionFactory,
+    client_for,
+)
 
 NOW = datetime(2025, 2, 10, 12, tzinfo=UTC)
 

@@ -1,57 +1,17 @@
 """The documented flow over real HTTP: gunicorn in a subprocess on a free loopback port, against the
 test database (a transactional test, so the server sees committed rows), driven with `requests`."""
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
-from django.db import connection
 
 from invoicing.models import TaxRate
 from subscriptions.services import create_api_key
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def server(transactional_db, tmp_path):
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "billing_project.wsgi:application",
-         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, "DATABASE_URL": url, "DEBUG": "False", "SECRET_KEY": "live-test-key",
-             "ALLOWED_HOSTS": "127.0.0.1", "LOG_DIR": str(tmp_path), "SECURE_SSL_REDIRECT": "False"},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        for _ in range(150):
-            try:
-                requests.get(f"{base}/workers/health", timeout=5)
-                break
-            except requests.RequestException:
-                assert process.poll() is None, "gunicorn exited"
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_documented_flow_over_http(server):

@@ -21,8 +21,7 @@ from django.conf import settings
 from django.db import connection
 
 from subscriptions.services import create_api_key
-from tests.api.conftest import client_for
-from tests.factories import OrganizationFactory, SubscriptionFactory
+from tests.factories import OrganizationFactory, SubscriptionFactory, client_for
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 

@@ -10,7 +10,6 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from invoicing.run import InvoiceGenerator
-from tests.api.conftest import client_for
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -18,6 +17,7 @@ from tests.factories import (
     OrganizationFactory,
     PlanFactory,
     SubscriptionFactory,
+    client_for,
 )
 
 # Every endpoint and the methods it answers. A new endpoint (or method) fails

@@ -18,7 +18,6 @@ from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice
 from subscriptions.models import Customer, Organization, Subscription
 from subscriptions.services import create_api_key
-from tests.api.test_live_server import server  # noqa: F401 (the live gunicorn fixture)
 from tests.factories import ChargeFactory, CustomerFactory, OrganizationFactory, SubscriptionFactory
 from tests.hostile.admin_forms import post_change
 
@@ -190,7 +189,7 @@ def test_the_data_migration_fills_the_snapshot_of_existing_invoices_from_their_r
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_over_http_the_pdf_of_a_finalized_invoice_is_unchanged_after_renames(server):  # noqa: F811
+def test_over_http_the_pdf_of_a_finalized_invoice_is_unchanged_after_renames(server):
     """The review's reproduction on gunicorn: finalize, download the PDF, rename the customer and
     the seller (API-less: SQL, as the review did), download again."""
     # An earlier transactional test may have flushed the rates the data migration seeded.

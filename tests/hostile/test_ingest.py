@@ -9,9 +9,7 @@ import requests
 
 from invoicing.models import TaxRate
 from subscriptions.services import create_api_key
-from tests.api.conftest import client_for
-from tests.api.test_live_server import server  # noqa: F401  (the live gunicorn fixture)
-from tests.factories import OrganizationFactory
+from tests.factories import OrganizationFactory, client_for
 
 
 def _start() -> datetime:
@@ -78,7 +76,7 @@ def test_d2_backdated_subscription_does_not_bill_events_again():
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_d2_backdated_subscription_over_http(server):  # noqa: F811
+def test_d2_backdated_subscription_over_http(server):
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {create_api_key(OrganizationFactory())[1]}"
 

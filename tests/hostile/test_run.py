@@ -26,7 +26,6 @@ from invoicing.run_lease import Heartbeat
 from subscriptions.models import Subscription
 from subscriptions.periods import boundary
 from subscriptions.services import create_api_key
-from tests.api import test_live_server
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -730,13 +729,9 @@ def test_d16_a_terminated_connection_fails_finalization_instead_of_each_draft(mo
 # -- D3 and D10 over real HTTP (gunicorn), as the review drove them --------------------------------
 
 
-# The gunicorn fixture of the API's live-server tests, registered here too.
-server = test_live_server.server
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_d3_d10_over_http(server):  # noqa: F811 (the fixture above)
+def test_d3_d10_over_http(server):
     import requests
 
     org = OrganizationFactory(slug="org-a")

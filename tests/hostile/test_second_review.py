@@ -12,7 +12,6 @@ from invoicing.models import Invoice
 from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
 from subscriptions.models import Charge
-from tests.api.conftest import client_for
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -20,6 +19,7 @@ from tests.factories import (
     OrganizationFactory,
     PlanFactory,
     SubscriptionFactory,
+    client_for,
 )
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from api.serializers import EventSerializer
 from metering.models import UsageEvent
 from subscriptions.services import create_api_key
-from tests.api.conftest import client_for
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -22,6 +21,7 @@ from tests.factories import (
     OrganizationFactory,
     PlanFactory,
     SubscriptionFactory,
+    client_for,
 )
 
 NOW = datetime(2025, 2, 10, 12, 0, 0, 123456, tzinfo=UTC)

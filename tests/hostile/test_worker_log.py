@@ -123,8 +123,7 @@ BAD = ["Mallory\n[INFO] forged", "a\rb", "ansi\x1b[31m", "n\x85el", "s\u2028ep",
 @pytest.mark.django_db
 @pytest.mark.parametrize("bad", BAD)
 def test_the_api_refuses_control_characters_in_names_codes_and_external_ids(bad):
-    from tests.api.conftest import client_for
-    from tests.factories import OrganizationFactory
+    from tests.factories import OrganizationFactory, client_for
 
     org = OrganizationFactory(slug="doors")
     api = client_for(org)

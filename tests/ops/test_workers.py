@@ -7,9 +7,11 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.db.models import Count, Sum
 
 from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
+from invoicing.workers import default_workers
 from subscriptions.models import Subscription
 from tests.ops.support import (
     APR,
@@ -57,7 +59,8 @@ def assert_audit_clean(capsys):
 def test_three_processes_on_1000_subscriptions_three_periods_behind_bill_each_period_once(tmp_path, capsys):
     ids = create_due_subscriptions(1000)
     env = child_env(tmp_path, database_url())
-    processes = [start("generate_invoices", "--now", NOW, "--batch-size", "25", env=env) for _ in range(3)]
+    one_process = ("generate_invoices", "--workers", "1", "--now", NOW, "--batch-size", "25")
+    processes = [start(*one_process, env=env) for _ in range(3)]
     outputs = [p.communicate(timeout=600) for p in processes]
 
     assert [p.returncode for p in processes] == [0, 0, 0], outputs
@@ -101,11 +104,37 @@ def test_workers_option_starts_n_processes_and_adds_up_their_counts(tmp_path, ca
 @pytest.mark.postgres
 @pytest.mark.slow
 @transactional
+def test_on_postgresql_the_run_is_two_worker_processes_by_default(tmp_path, capsys):
+    ids = create_due_subscriptions(60)
+    env = child_env(tmp_path, database_url())
+    done = manage("generate_invoices", "--now", NOW, "--batch-size", "10", env=env)
+
+    assert done.returncode == 0, done.stderr
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("🏁 2 workers finished | runs=")
+    assert summary.endswith("| processed=60 | successful=60 | failed=0 | skipped=0 | invoices=180")
+    assert WorkerRun.objects.filter(worker="invoice_generator").count() == 2
+    assert_billed_exactly_once(ids)
+    assert_audit_clean(capsys)
+
+
+@pytest.mark.django_db
+def test_how_many_workers_by_default(settings):
+    settings.INVOICE_RUN_WORKERS = 2
+    on_postgresql = connection.vendor == "postgresql"
+    assert default_workers() == (2 if on_postgresql else 1)  # SQLite: no row locks to share work by
+    # One subscription, or a dry run, is a one-process job.
+    assert default_workers(subscription_id=1) == default_workers(dry_run=True) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@transactional
 def test_a_run_killed_half_way_leaves_whole_invoices_and_the_rerun_bills_exactly_the_rest(tmp_path, capsys):
     ids = create_due_subscriptions(300)
     env = child_env(tmp_path, database_url())
     # One subscription per transaction makes the run slow enough to kill in the middle.
-    victim = start("generate_invoices", "--now", NOW, "--batch-size", "1", env=env)
+    victim = start("generate_invoices", "--workers", "1", "--now", NOW, "--batch-size", "1", env=env)
     wait_for_lines(victim, "✅ Generated", 30)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
@@ -123,7 +152,7 @@ def test_a_run_killed_half_way_leaves_whole_invoices_and_the_rerun_bills_exactly
     killed = WorkerRun.objects.get()
     assert (killed.status, killed.finished_at) == ("RUNNING", None)  # it never got to record its end
 
-    rerun = manage("generate_invoices", "--now", NOW, "--batch-size", "50", env=env)
+    rerun = manage("generate_invoices", "--workers", "1", "--now", NOW, "--batch-size", "50", env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert f"Found {300 - billed // 3} subscriptions due" in rerun.stdout
     assert_billed_exactly_once(ids)
@@ -136,7 +165,7 @@ def test_a_run_killed_half_way_leaves_whole_invoices_and_the_rerun_bills_exactly
 def test_sigterm_finishes_the_batch_in_hand_records_interrupted_and_exits_non_zero(tmp_path, capsys):
     ids = create_due_subscriptions(300)
     env = child_env(tmp_path, database_url())
-    run = start("generate_invoices", "--now", NOW, "--batch-size", "1", env=env)
+    run = start("generate_invoices", "--workers", "1", "--now", NOW, "--batch-size", "1", env=env)
     wait_for_lines(run, "✅ Generated", 3)
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=120)
