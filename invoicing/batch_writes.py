@@ -155,15 +155,16 @@ def write_bills(bills, now: datetime) -> list[list[WrittenInvoice]]:
     ids = insert_invoices(rows, sellers=sellers, issued_at=now, scheduled_finalize_at=now + FINALIZE_AFTER)
     insert_lines(
         [
+            # Positional, in LineRow's field order: a batch builds tens of thousands of them.
             LineRow(
-                invoice_id=invoice_id,
-                charge_id=line.charge.id,
-                charge_type=line.charge_type,
-                description=line.description,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                amount=line.amount,
-                position=line.position,
+                invoice_id,
+                line.charge.id,
+                line.charge_type,
+                line.description,
+                line.quantity,
+                line.unit_price,
+                line.amount,
+                line.position,
             )
             for invoice_id, draft in zip(ids, drafts, strict=True)
             for line in draft.lines
