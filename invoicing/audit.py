@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.db.models import Count, F, IntegerField, Max, Min, Sum, Window
 from django.db.models.functions import Cast, ExtractYear, Lag, Substr
 
-from invoicing import money
+from core import money
 from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence
 
 CHUNK = 2000

@@ -12,7 +12,7 @@ import json
 from django.db import connection
 from django.utils import timezone
 
-from billing_project.sql_arrays import array_literal
+from core.sql_arrays import array_literal
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.parties import BUYER_COLUMNS, SELLER_COLUMNS
 from subscriptions.models import Subscription

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from invoicing import money
+from core import money
 from invoicing.batch_writes import advance_subscriptions, insert_invoices, insert_lines
 from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers

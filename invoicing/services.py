@@ -11,7 +11,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from invoicing import money
+from core import money
 from invoicing.generator import one_line_reason, transaction_broken
 from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
 from invoicing.pricing import totals

@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from invoicing import money
+from core import money
 from invoicing.generator import InvoiceGenerator, RunResult
 from invoicing.manual_trigger import MORE_DUE
 from metering.services import adopt_unbound_events_for_plan

@@ -5,7 +5,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django_countries.fields import CountryField
 
-from billing_project.control_characters import refuse_control_characters
+from core.control_characters import refuse_control_characters
 
 
 class Address(models.Model):

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_countries import countries
 
-from invoicing.money import is_known_currency, plain
+from core.money import is_known_currency, plain
 from metering.services import adopt_unbound_events
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
@@ -115,7 +115,7 @@ def create_plan(
 # The FIXED charges are billed every period whatever the usage: their sum must always be an amount an
 # invoice can hold. Below 10^14 (the largest single unit price), the fixed part of a total stays below
 # the amount columns' 10^15 under any tax rate up to 900%. Usage is bounded per event at ingestion;
-# what a period's usage adds up to is checked when it is priced (invoicing.money.AmountTooLarge).
+# what a period's usage adds up to is checked when it is priced (core.money.AmountTooLarge).
 FIXED_CHARGES_LIMIT = Decimal("1E14")
 
 

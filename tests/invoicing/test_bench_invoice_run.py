@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from billing_project.command_options import attached_to_terminal
+from core.command_options import attached_to_terminal
 from invoicing.benchmark import parse_charges
 from invoicing.generator import BATCH_SIZE
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from invoicing import money
+from core import money
 from invoicing.generator import InvoiceGenerator
 from invoicing.pricing import totals
 from tests.factories import (

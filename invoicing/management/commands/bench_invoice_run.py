@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from tqdm import tqdm
 
-from billing_project.command_options import attached_to_terminal
+from core.command_options import attached_to_terminal
 from invoicing import benchmark
 from invoicing.generator import BATCH_SIZE
 
