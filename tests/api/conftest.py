@@ -1,7 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from subscriptions.services import create_api_key
+from api.services import create_api_key
 from tests.factories import OrganizationFactory
 
 

@@ -14,8 +14,8 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from api.services import create_api_key
 from invoicing.models import TaxRate
-from subscriptions.services import create_api_key
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 import requests
 
+from api.services import create_api_key
 from invoicing.models import TaxRate
-from subscriptions.services import create_api_key
 from tests.api.conftest import client_for
 from tests.api.test_live_server import server  # noqa: F401  (the live gunicorn fixture)
 from tests.factories import OrganizationFactory

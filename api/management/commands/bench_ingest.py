@@ -34,9 +34,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from api.models import ApiKey
+from api.services import KEY_PREFIX, hash_key
 from metering.models import Meter, UsageEvent
-from subscriptions.models import ApiKey, Customer, Organization
-from subscriptions.services import KEY_PREFIX, hash_key
+from subscriptions.models import Customer, Organization
 
 ALIAS = "bench"
 
