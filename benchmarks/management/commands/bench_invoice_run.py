@@ -5,6 +5,7 @@ from django.db import DatabaseError
 from tqdm import tqdm
 
 from benchmarks import invoice_run
+from benchmarks.database import BenchError
 from core.command_options import attached_to_terminal
 from invoicing.generator import BATCH_SIZE
 
@@ -58,7 +59,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             result = self.run(options)
-        except invoice_run.BenchError as exc:
+        except BenchError as exc:
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
             raise CommandError(
@@ -73,18 +74,18 @@ class Command(BaseCommand):
         for name in ("subscriptions", "events", "workers", "batch_size", "repeat", "claimers"):
             minimum = 0 if name == "events" else 1
             if options[name] is not None and options[name] < minimum:
-                raise invoice_run.BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
+                raise BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
         fixed, usage = invoice_run.parse_charges(options["charges"])
         if options["usage_charges"] is not None:
             if options["usage_charges"] < 0:
-                raise invoice_run.BenchError("--usage-charges: must be at least 0")
+                raise BenchError("--usage-charges: must be at least 0")
             fixed, usage = 1, options["usage_charges"]
         aggregations = None
         if options["aggregations"]:
             aggregations = [a.strip().upper() for a in options["aggregations"].split(",") if a.strip()]
             unknown = set(aggregations) - set(invoice_run.AGGREGATION_CYCLE)
             if unknown or len(aggregations) != usage:
-                raise invoice_run.BenchError(
+                raise BenchError(
                     f"--aggregations: give {usage} of {', '.join(invoice_run.AGGREGATION_CYCLE)}"
                 )
         database = options["database"] or (
