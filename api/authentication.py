@@ -5,7 +5,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
-from subscriptions.services import authenticate_api_key
+from api.services import authenticate_api_key
 
 HOW = "send 'Authorization: Bearer <API key>'"
 

@@ -29,3 +29,24 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class ApiKey(models.Model):
+    """An organization's API key. Only a SHA-256 digest is stored: the keys are long random
+    strings, so a fast hash is enough and lookups stay cheap."""
+
+    organization = models.ForeignKey(
+        "subscriptions.Organization", on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "subscriptions_apikey"  # the table the model had in subscriptions; its rows stay
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.organization})"

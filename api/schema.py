@@ -6,7 +6,7 @@ import re
 
 from django_countries import countries
 
-from invoicing.money import known_currencies
+from core.money import known_currencies
 
 MAX_ID = 2**63 - 1
 
@@ -117,7 +117,7 @@ def request_texts_are_trimmed_and_without_nul(result, generator, request, public
     return result
 
 
-# billing_project.control_characters: names, codes and external ids refuse them (hostile review D14).
+# core.control_characters: names, codes and external ids refuse them (hostile review D14).
 _CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 NO_CONTROL = rf"^[^{_CONTROL}]*$"
 NOT_BLANK_NO_CONTROL = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"

@@ -10,8 +10,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.schema import DECIMAL_STRING, ID_OR_DIGITS_SCHEMA, MAX_ID, country_schema, currency_schema
+from core.money import as_minor_units
 from invoicing.models import Invoice
-from invoicing.money import as_minor_units
 from metering.models import Meter
 from subscriptions.models import Charge, Customer, Plan, Subscription
 from subscriptions.services import validate_start_at

@@ -25,11 +25,11 @@ from api.errors import Conflict, Unprocessable
 from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
 from api.schema import IDEMPOTENCY_KEY_SCHEMA, MAX_ID
+from core.money import AmountTooLarge
 from invoicing import services as invoice_services
 from invoicing.documents import pdf_filename, render_invoice_pdf
 from invoicing.manual_trigger import bill_subscription_now
 from invoicing.models import Invoice, InvoiceLineItem
-from invoicing.money import AmountTooLarge
 from invoicing.run import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter

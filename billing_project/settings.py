@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "subscriptions",
     "metering",
     "invoicing",
+    "benchmarks",
 ]
 
 MIDDLEWARE = [

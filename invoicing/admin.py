@@ -14,7 +14,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from invoicing import charts, documents, money, selectors, services
+from core import money
+from invoicing import charts, documents, selectors, services
 from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, InvoiceLineItem, TaxRate, WorkerRun
 from invoicing.pricing import last_day
 from invoicing.worker_log import run_log_lines

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from django.db.models import Count, F, IntegerField, Max, Min, Sum, Window
 from django.db.models.functions import Cast, ExtractYear, Lag, Substr
 
-from invoicing import money
+from core import money
 from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence
 from invoicing.pricing.lines import price_issued_line
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from django.db import connection
 from django.utils import timezone
 
-from billing_project.sql_arrays import array_literal
+from core.sql_arrays import array_literal
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.numbering import take_invoice_numbers
 from invoicing.parties import (

@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from invoicing import money
+from core import money
 
 # Bottom to top in each bar: money in the bank, then owed, then not yet final.
 SERIES = [("PAID", "Paid", "#16a34a"), ("FINALIZED", "Open", "#2563eb"), ("DRAFT", "Draft", "#f59e0b")]

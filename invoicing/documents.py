@@ -14,7 +14,7 @@ from babel.numbers import format_currency, format_decimal
 from django.template.loader import render_to_string
 from xhtml2pdf import pisa
 
-from invoicing import money
+from core import money
 from invoicing.models import Invoice
 from invoicing.pricing import last_day
 

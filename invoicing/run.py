@@ -28,7 +28,7 @@ from typing import NamedTuple
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from invoicing import money
+from core import money
 from invoicing.batch_writes import SubscriptionAdvance, write_bills
 from invoicing.models import Invoice, WorkerRun
 from invoicing.pricing import InvoiceDraft, last_day, price_period

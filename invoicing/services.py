@@ -11,7 +11,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from invoicing import money
+from core import money
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.pricing import totals
 from invoicing.pricing.lines import price_issued_line

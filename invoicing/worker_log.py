@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from billing_project.control_characters import escape_control_characters
+from core.control_characters import escape_control_characters
 
 
 class RunIdDefault(logging.Filter):

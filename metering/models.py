@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from billing_project.control_characters import refuse_control_characters
+from core.control_characters import refuse_control_characters
 
 
 class Meter(models.Model):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from django.db import connection
 
-from billing_project.sql_arrays import array_literal
+from core.sql_arrays import array_literal
 from metering.models import UsageEvent
 from metering.values import to_quantity
 

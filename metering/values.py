@@ -6,7 +6,7 @@ import re
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 QUANTITY_PLACES = Decimal("1E-10")
-# One event's value: 15 integer digits, like an amount (invoicing.money.AMOUNT_LIMIT). A period's
+# One event's value: 15 integer digits, like an amount (core.money.AMOUNT_LIMIT). A period's
 # MIN, MAX, AVG or LATEST is one such value, so it always fits a line's quantity (below 10^20); a SUM
 # needs more than 100,000 maximal events to exceed it, which the pricing check then reports.
 VALUE_LIMIT = Decimal("1E15")

@@ -5,7 +5,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django_countries.fields import CountryField
 
-from billing_project.control_characters import refuse_control_characters
+from core.control_characters import refuse_control_characters
 
 
 class Address(models.Model):
@@ -258,19 +258,3 @@ class Subscription(models.Model):
 
     def __str__(self):
         return self.external_id
-
-
-class ApiKey(models.Model):
-    """An organization's API key. Only a SHA-256 digest is stored: the keys are long random
-    strings, so a fast hash is enough and lookups stay cheap."""
-
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=16, db_index=True)
-    key_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self):
-        return f"{self.prefix}… ({self.organization})"

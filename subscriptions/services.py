@@ -1,23 +1,18 @@
-"""Writes for organizations, customers, plans, subscriptions and API keys."""
+"""Writes for organizations, customers, plans and subscriptions."""
 
-import hashlib
-import hmac
-import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_countries import countries
 
-from invoicing.money import is_known_currency, plain
+from core.money import is_known_currency, plain
 from metering.services import adopt_unbound_events
-from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
+from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
-
-KEY_PREFIX = "sk_live_"
 
 # Backdated starts are a feature (migrations, replays), within bounds (spec section 2): the
 # invoice run bills a bounded number of periods per run, so the bound only keeps dates sensible.
@@ -115,7 +110,7 @@ def create_plan(
 # The FIXED charges are billed every period whatever the usage: their sum must always be an amount an
 # invoice can hold. Below 10^14 (the largest single unit price), the fixed part of a total stays below
 # the amount columns' 10^15 under any tax rate up to 900%. Usage is bounded per event at ingestion;
-# what a period's usage adds up to is checked when it is priced (invoicing.money.AmountTooLarge).
+# what a period's usage adds up to is checked when it is priced (core.money.AmountTooLarge).
 FIXED_CHARGES_LIMIT = Decimal("1E14")
 
 
@@ -200,66 +195,3 @@ def _why_still_behind(subscription: Subscription, billed) -> str:
             f"have ended ({ended}); bill them first (generate-invoice until more_due is false), then cancel"
         )
     return f"{name} was not canceled: {ended} is being billed by another invoice run; retry shortly"
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def create_api_key(organization: Organization, name: str = "") -> tuple[ApiKey, str]:
-    """Returns the stored key and the key itself, which is shown once and never stored."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    api_key = ApiKey.objects.create(
-        organization=organization, name=name, prefix=key[: len(KEY_PREFIX) + 6], key_hash=hash_key(key)
-    )
-    return api_key, key
-
-
-def authenticate_api_key(key: str) -> ApiKey | None:
-    """The live key with its organization, in one statement. Every API request runs this, so the
-    statement is built once per database vendor instead of by the ORM per request (the ORM's
-    compile of select_related cost more CPU than the rest of a single-event POST)."""
-    digest = hash_key(key)
-    sql, columns = _api_key_statement()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [digest])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    values = list(row)
-    for n, (_, column, converters) in enumerate(columns):
-        for convert in converters:
-            values[n] = convert(values[n], column, connection)
-    split = len(ApiKey._meta.concrete_fields)
-    candidate = ApiKey.from_db(connection.alias, [c[0] for c in columns[:split]], values[:split])
-    organization = Organization.from_db(connection.alias, [c[0] for c in columns[split:]], values[split:])
-    ApiKey._meta.get_field("organization").set_cached_value(candidate, organization)
-    # The lookup is by digest; compare again in constant time so timing says nothing about the key.
-    if hmac.compare_digest(candidate.key_hash, digest):
-        return candidate
-    return None
-
-
-_API_KEY_STATEMENTS: dict[str, tuple[str, list]] = {}
-
-
-def _api_key_statement() -> tuple[str, list]:
-    """SELECT <key columns>, <organization columns> ... WHERE key_hash = %s and not revoked, with
-    each column's (attname, expression, database converters) as the ORM's compiler applies them."""
-    vendor = connection.vendor
-    if vendor not in _API_KEY_STATEMENTS:
-        quote = connection.ops.quote_name
-        selected, columns = [], []
-        for alias, model in (("k", ApiKey), ("o", Organization)):
-            for f in model._meta.concrete_fields:
-                column = f.get_col(alias)
-                converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-                selected.append(f"{alias}.{quote(f.column)}")
-                columns.append((f.attname, column, converters))
-        sql = (
-            f"SELECT {', '.join(selected)} FROM {quote(ApiKey._meta.db_table)} k "
-            f"JOIN {quote(Organization._meta.db_table)} o ON o.id = k.organization_id "
-            "WHERE k.key_hash = %s AND k.revoked_at IS NULL LIMIT 1"
-        )
-        _API_KEY_STATEMENTS[vendor] = (sql, columns)
-    return _API_KEY_STATEMENTS[vendor]

@@ -175,7 +175,7 @@ def client_for(organization):
     """An API client authenticated with a new key of `organization`."""
     from rest_framework.test import APIClient
 
-    from subscriptions.services import create_api_key
+    from api.services import create_api_key
 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_api_key(organization)[1]}")

@@ -6,7 +6,7 @@ minor unit (spec section 8: once per line, never per tier) and refuses an amount
 hold. Adding a model means adding its module and one entry in `MODELS`.
 """
 
-from invoicing import money
+from core import money
 from invoicing.pricing import per_unit
 from invoicing.pricing.prices import ChargePrice, Usage
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from invoicing import money
+from core import money
 from invoicing.pricing.charges import price_charge
 from invoicing.pricing.prices import Usage
 

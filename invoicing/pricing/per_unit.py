@@ -1,6 +1,6 @@
 """PER_UNIT (spec section 8): the quantity times the unit price."""
 
-from invoicing import money
+from core import money
 from invoicing.pricing.prices import ExactPrice, Usage
 
 

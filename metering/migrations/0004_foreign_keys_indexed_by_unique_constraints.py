@@ -3,7 +3,7 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-from billing_project.migration_operations import DropForeignKeyIndex
+from core.migration_operations import DropForeignKeyIndex
 
 
 class Migration(migrations.Migration):

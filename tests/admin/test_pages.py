@@ -12,12 +12,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from pypdf import PdfReader
 
+from api.models import ApiKey
+from api.services import create_api_key
 from invoicing.models import Invoice, TaxRate, WorkerRun
 from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice, mark_invoice_paid
 from metering.models import Meter, UsageEvent
-from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
-from subscriptions.services import create_api_key
+from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
 from tests.admin.conftest import build_world
 from tests.factories import T0
 
@@ -197,7 +198,7 @@ def test_lists_cost_the_same_queries_for_more_rows(admin_client, billed):
         "admin:subscriptions_subscription_changelist",
         "admin:subscriptions_customer_changelist",
         "admin:subscriptions_plan_changelist",
-        "admin:subscriptions_apikey_changelist",
+        "admin:api_apikey_changelist",
         "admin:metering_usageevent_changelist",
         "admin:invoicing_workerrun_changelist",
     ]

@@ -8,9 +8,10 @@ import pytest
 import time_machine
 from django.urls import reverse
 
+from api.models import ApiKey
+from api.services import authenticate_api_key, hash_key
 from invoicing.models import Invoice, WorkerRun
-from subscriptions.models import ApiKey, Subscription
-from subscriptions.services import authenticate_api_key, hash_key
+from subscriptions.models import Subscription
 from tests.admin.conftest import build_world, texts
 from tests.factories import T0
 
@@ -153,7 +154,7 @@ def test_adding_a_subscription_goes_through_the_service(admin_client, world):
 
 def test_a_new_api_key_is_shown_once_and_only_its_hash_is_stored(admin_client, world):
     response = admin_client.post(
-        reverse("admin:subscriptions_apikey_add"), {"organization": world.organization.pk, "name": "CI"}
+        reverse("admin:api_apikey_add"), {"organization": world.organization.pk, "name": "CI"}
     )
     assert response.status_code == 200
     key = response.context["key"]
@@ -163,10 +164,10 @@ def test_a_new_api_key_is_shown_once_and_only_its_hash_is_stored(admin_client, w
     assert stored.key_hash == hash_key(key) and key not in str(list(ApiKey.objects.values()))
     assert authenticate_api_key(key) == stored
     # The change page never shows it again.
-    change = admin_client.get(reverse("admin:subscriptions_apikey_change", args=[stored.pk]))
+    change = admin_client.get(reverse("admin:api_apikey_change", args=[stored.pk]))
     assert key not in change.content.decode() and stored.key_hash not in change.content.decode()
     revoked = admin_client.post(
-        reverse("admin:subscriptions_apikey_changelist"),
+        reverse("admin:api_apikey_changelist"),
         {"action": "revoke", "_selected_action": [stored.pk]},
     )
     assert texts(revoked) == ["Revoked 1 key."]

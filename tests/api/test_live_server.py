@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import requests
 
+from api.services import create_api_key
 from invoicing.models import TaxRate
-from subscriptions.services import create_api_key
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 import time_machine
 
-from subscriptions.models import ApiKey, Subscription
+from api.models import ApiKey
+from subscriptions.models import Subscription
 from tests.factories import ChargeFactory, CustomerFactory, MeterFactory, PlanFactory, SubscriptionFactory
 
 ACME = {

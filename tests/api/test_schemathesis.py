@@ -22,9 +22,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from api.services import create_api_key
 from billing_project.wsgi import application
 from invoicing.run import InvoiceGenerator
-from subscriptions.services import create_api_key
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,

@@ -20,7 +20,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
-from subscriptions.services import create_api_key
+from api.services import create_api_key
 from tests.factories import OrganizationFactory, SubscriptionFactory, client_for
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))

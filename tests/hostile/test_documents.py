@@ -13,11 +13,11 @@ from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from pypdf import PdfReader
 
+from api.services import create_api_key
 from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, TaxRate
 from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice
 from subscriptions.models import Customer, Organization, Subscription
-from subscriptions.services import create_api_key
 from tests.factories import ChargeFactory, CustomerFactory, OrganizationFactory, SubscriptionFactory
 from tests.hostile.admin_forms import post_change
 

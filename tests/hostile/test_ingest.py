@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 import requests
 
+from api.services import create_api_key
 from invoicing.models import TaxRate
-from subscriptions.services import create_api_key
 from tests.factories import OrganizationFactory, client_for
 
 

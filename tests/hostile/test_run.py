@@ -18,6 +18,7 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from api.services import create_api_key
 from invoicing import run as invoice_run
 from invoicing.batch_writes import insert_invoices as original_insert
 from invoicing.models import Invoice, TaxRate, WorkerRun
@@ -25,7 +26,6 @@ from invoicing.run import InvoiceGenerator
 from invoicing.run_lease import Heartbeat
 from subscriptions.models import Subscription
 from subscriptions.periods import boundary
-from subscriptions.services import create_api_key
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -146,7 +146,7 @@ NOW = utc(2026, 11, 29, 12)
 def client_for(organization):
     from rest_framework.test import APIClient
 
-    from subscriptions.services import create_api_key
+    from api.services import create_api_key
 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_api_key(organization)[1]}")

@@ -12,8 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from api.serializers import EventSerializer
+from api.services import create_api_key
 from metering.models import UsageEvent
-from subscriptions.services import create_api_key
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,

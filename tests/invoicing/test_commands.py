@@ -21,11 +21,12 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
+from api.models import ApiKey
+from api.services import hash_key
 from invoicing.models import Invoice, WorkerRun
 from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
-from subscriptions.models import ApiKey, Organization, Subscription
-from subscriptions.services import hash_key
+from subscriptions.models import Organization, Subscription
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,

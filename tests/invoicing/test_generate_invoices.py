@@ -400,8 +400,8 @@ def test_a_write_failure_rolls_back_only_that_subscription(worker_lines, monkeyp
     batch is written again one subscription per savepoint, so only that one fails. (Pricing now
     refuses such amounts before writing, D11: its limits are lifted here so that the database
     refuses the write, as it would any value the check does not foresee.)"""
-    monkeypatch.setattr("invoicing.money.QUANTITY_LIMIT", D("1E40"))
-    monkeypatch.setattr("invoicing.money.AMOUNT_LIMIT", D("1E40"))
+    monkeypatch.setattr("core.money.QUANTITY_LIMIT", D("1E40"))
+    monkeypatch.setattr("core.money.AMOUNT_LIMIT", D("1E40"))
     org = OrganizationFactory()
     meter = MeterFactory(organization=org, code="bytes", aggregation_type="SUM", field_name="v")
     subs = [simple_subscription(org) for _ in range(3)]

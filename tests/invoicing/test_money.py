@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from invoicing import money
+from core import money
 from invoicing.pricing import totals
 from invoicing.run import InvoiceGenerator
 from tests.factories import (

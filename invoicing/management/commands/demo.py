@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from billing_project.command_options import add_now_argument, parse_now
+from core.command_options import add_now_argument, parse_now
 from invoicing.management.commands.generate_invoices import one_line
 from metering.services import create_meter, ingest_events
 from subscriptions.models import Organization

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils import timezone
 
-from billing_project.command_options import add_now_argument, parse_now, refuse_future_now
+from core.command_options import add_now_argument, parse_now, refuse_future_now
 from invoicing.management.commands.generate_invoices import one_line
 from invoicing.services import finalize_due_invoices
 

@@ -7,13 +7,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from billing_project.command_options import (
+from core import money
+from core.command_options import (
     add_now_argument,
     attached_to_terminal,
     parse_now,
     refuse_future_now,
 )
-from invoicing import money
 from invoicing.models import WorkerRun
 from invoicing.run import BATCH_SIZE, InvoiceGenerator
 from invoicing.workers import RunCounts, default_workers, invoice_run_process, run_workers, stop_on_signals

@@ -1,10 +1,10 @@
 """Event ingestion through the HTTP API, end to end (spec section 6: at least 20,000 events/s).
 
-Creates a dedicated PostgreSQL database (`<your database>_bench`, dropped and created again),
-migrates it, adds an organization with customers, meters and an API key, starts gunicorn on a free
-loopback port against it, posts every batch concurrently with `requests` from N threads, then counts
-the rows. The request bodies are encoded before the clock starts, so the figure is the server's.
-The last line is `RESULT {json}`.
+Creates a dedicated PostgreSQL database (`<your database>_bench`, dropped and created again; one
+that a benchmark did not create is refused: benchmarks.database), migrates it, adds an organization
+with customers, meters and an API key, starts gunicorn on a free loopback port against it, posts
+every batch concurrently with `requests` from N threads, then counts the rows. The request bodies
+are encoded before the clock starts, so the figure is the server's. The last line is `RESULT {json}`.
 
 `--single` posts one bare event per request (the path a client without batching takes), from N
 client processes over raw sockets, kept alive where the server allows: `requests` in threads
@@ -28,15 +28,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from api.models import ApiKey
+from api.services import KEY_PREFIX, hash_key
+from benchmarks import database as bench_database
+from benchmarks.database import BenchError
 from metering.models import Meter, UsageEvent
-from subscriptions.models import ApiKey, Customer, Organization
-from subscriptions.services import KEY_PREFIX, hash_key
+from subscriptions.models import Customer, Organization
 
 ALIAS = "bench"
 
@@ -185,15 +187,12 @@ class Command(BaseCommand):
         parts = urlsplit(base)
         return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "_bench", query=""))
 
-    def admin_connection(self, url):
-        parts = urlsplit(url)
-        return psycopg.connect(urlunsplit(parts._replace(path="/postgres", query="")), autocommit=True)
-
     def recreate_database(self, url):
         name = urlsplit(url).path.lstrip("/")
-        with self.admin_connection(url) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            bench_database.recreate_postgres(name, url, option="database-url")
+        except BenchError as exc:
+            raise CommandError(str(exc).removeprefix("--")) from None
         import environ
 
         databases = dict(connections.settings)
@@ -209,9 +208,7 @@ class Command(BaseCommand):
         )
 
     def drop_database(self, url):
-        name = urlsplit(url).path.lstrip("/")
-        with self.admin_connection(url) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        bench_database.drop_postgres(urlsplit(url).path.lstrip("/"), url, option="database-url")
 
     def prepare(self, url, customers) -> str:
         org = Organization.objects.using(ALIAS).create(

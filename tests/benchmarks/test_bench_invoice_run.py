@@ -15,8 +15,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from billing_project.command_options import attached_to_terminal
-from invoicing.benchmark import parse_charges
+from benchmarks.invoice_run import parse_charges
+from core.command_options import attached_to_terminal
 from invoicing.run import BATCH_SIZE
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"

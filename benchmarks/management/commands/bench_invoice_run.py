@@ -4,8 +4,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from tqdm import tqdm
 
-from billing_project.command_options import attached_to_terminal
-from invoicing import benchmark
+from benchmarks import invoice_run
+from benchmarks.database import BenchError
+from core.command_options import attached_to_terminal
 from invoicing.run import BATCH_SIZE
 
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--aggregations",
             help="Comma-separated aggregation types of the usage meters "
-            f"(default: cycle through {','.join(benchmark.AGGREGATION_CYCLE)})",
+            f"(default: cycle through {','.join(invoice_run.AGGREGATION_CYCLE)})",
         )
         parser.add_argument(
             "--workers",
@@ -58,14 +59,14 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             result = self.run(options)
-        except benchmark.BenchError as exc:
+        except BenchError as exc:
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
             raise CommandError(
                 f"the benchmark could not use the database: {' '.join(str(exc).split())}"
             ) from exc
         self.print_table(result)
-        self.stdout.write(benchmark.result_line(result))
+        self.stdout.write(invoice_run.result_line(result))
 
     def run(self, options):
         from django.db import connection
@@ -73,19 +74,19 @@ class Command(BaseCommand):
         for name in ("subscriptions", "events", "workers", "batch_size", "repeat"):
             minimum = 0 if name == "events" else 1
             if options[name] is not None and options[name] < minimum:
-                raise benchmark.BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
-        fixed, usage = benchmark.parse_charges(options["charges"])
+                raise BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
+        fixed, usage = invoice_run.parse_charges(options["charges"])
         if options["usage_charges"] is not None:
             if options["usage_charges"] < 0:
-                raise benchmark.BenchError("--usage-charges: must be at least 0")
+                raise BenchError("--usage-charges: must be at least 0")
             fixed, usage = 1, options["usage_charges"]
         aggregations = None
         if options["aggregations"]:
             aggregations = [a.strip().upper() for a in options["aggregations"].split(",") if a.strip()]
-            unknown = set(aggregations) - set(benchmark.AGGREGATION_CYCLE)
+            unknown = set(aggregations) - set(invoice_run.AGGREGATION_CYCLE)
             if unknown or len(aggregations) != usage:
-                raise benchmark.BenchError(
-                    f"--aggregations: give {usage} of {', '.join(benchmark.AGGREGATION_CYCLE)}"
+                raise BenchError(
+                    f"--aggregations: give {usage} of {', '.join(invoice_run.AGGREGATION_CYCLE)}"
                 )
         database = options["database"] or (
             "billing_bench" if connection.vendor == "postgresql" else "bench.sqlite3"
@@ -103,7 +104,7 @@ class Command(BaseCommand):
                 disable=not show_bar,
             )
 
-        return benchmark.benchmark(
+        return invoice_run.benchmark(
             subscriptions=options["subscriptions"],
             events=options["events"],
             fixed=fixed,

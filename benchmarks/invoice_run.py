@@ -10,7 +10,6 @@ import json
 import multiprocessing
 import os
 import resource
-import sqlite3
 import tempfile
 import threading
 import time
@@ -25,7 +24,9 @@ from django.core.management import call_command
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
 
-MARKER_TABLE = "bench_invoice_run_marker"
+from benchmarks import database as bench_database
+from benchmarks.database import BenchError
+
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 PERIOD_END = datetime(2025, 2, 1, tzinfo=UTC)
 BILL_AT = PERIOD_END + timedelta(hours=1)
@@ -35,10 +36,6 @@ AGGREGATION_CYCLE = ["COUNT", "SUM", "MAX", "UNIQUE_COUNT", "AVG", "MIN", "LATES
 COUNTRIES = ["DE", "DE", "DE", "FR", "US"]
 # Event timestamps are drawn from this many distinct instants spread over the billed month.
 TIMESTAMP_POOL = 65_536
-
-
-class BenchError(Exception):
-    """Bad input or a database the benchmark must not touch; the message names the option."""
 
 
 @dataclass
@@ -73,14 +70,16 @@ class Result:
 def use_bench_database(name: str) -> str:
     """Point Django's default connection at a fresh benchmark database called `name` (a file
     path on SQLite), creating it. A database that holds anything but an earlier benchmark's data
-    is refused."""
+    is refused (benchmarks.database)."""
     conn = connections["default"]
     conn.close()
     if conn.vendor == "postgresql":
-        _recreate_postgres(conn.settings_dict, name)
+        settings_dict = conn.settings_dict
+        server = {key.lower(): settings_dict.get(key) for key in ("HOST", "PORT", "USER", "PASSWORD")}
+        bench_database.recreate_postgres(name, **{key: value for key, value in server.items() if value})
     elif conn.vendor == "sqlite":
         name = str(Path(name).resolve())
-        _recreate_sqlite(name)
+        bench_database.recreate_sqlite(name)
     else:  # pragma: no cover - the project runs on PostgreSQL and SQLite only
         raise BenchError(f"--database: the benchmark supports PostgreSQL and SQLite, not {conn.vendor}")
     # connection.settings_dict is the very dict in settings.DATABASES, so this moves everything.
@@ -88,56 +87,7 @@ def use_bench_database(name: str) -> str:
     if "TEST" in conn.settings_dict:
         conn.settings_dict["TEST"]["NAME"] = None
     call_command("migrate", verbosity=0, interactive=False)
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (created_at varchar(40))")
-        cursor.execute(f"INSERT INTO {MARKER_TABLE} VALUES (%s)", [datetime.now(UTC).isoformat()])
     return name
-
-
-def _recreate_postgres(settings_dict: dict, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    params = {
-        "host": settings_dict.get("HOST") or None,
-        "port": settings_dict.get("PORT") or None,
-        "user": settings_dict.get("USER") or None,
-        "password": settings_dict.get("PASSWORD") or None,
-    }
-    params = {k: v for k, v in params.items() if v}
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as server:
-        exists = server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if exists:
-            with psycopg.connect(dbname=name, autocommit=True, **params) as bench:
-                tables = {
-                    row[0]
-                    for row in bench.execute(
-                        "SELECT table_name FROM information_schema.tables "
-                        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
-                    )
-                }
-            if tables and MARKER_TABLE not in tables:
-                raise BenchError(
-                    f"--database: {name} holds other data ({len(tables)} tables); "
-                    "the benchmark only uses an empty database or one it created"
-                )
-            server.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
-        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def _recreate_sqlite(path: str) -> None:
-    if os.path.exists(path):
-        with sqlite3.connect(path) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        db.close()
-        if tables and MARKER_TABLE not in tables:
-            raise BenchError(
-                f"--database: {path} holds other data ({len(tables)} tables); "
-                "the benchmark only uses an empty database or one it created"
-            )
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
 
 
 # -- the data set ------------------------------------------------------------------------------

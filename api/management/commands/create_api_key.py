@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from api.services import create_api_key
 from subscriptions.models import Organization
-from subscriptions.services import create_api_key
 
 
 class Command(BaseCommand):
