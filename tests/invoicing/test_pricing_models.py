@@ -776,9 +776,7 @@ def test_charge_save_refuses_invalid_terms_naming_the_tier(shop):
     )
     with pytest.raises(ValidationError) as refused:
         charge.save()
-    assert refused.value.message_dict == {
-        "tiers": ["tiers[1].up_to: the last tier's up_to must be null (no upper limit)"]
-    }
+    assert refused.value.messages == ["tiers[1].up_to: the last tier's up_to must be null (no upper limit)"]
 
 
 def test_normalized_terms_are_what_the_database_expects(shop):
