@@ -278,6 +278,13 @@ def test_a_period_above_the_commitment_gets_no_true_up():
     assert subtotal == D("249.00")
 
 
+def test_a_percentage_charge_is_never_priced_without_its_event_count():
+    payments = _charge(1, model="PERCENTAGE", rate=D("2.9"), fixed_fee=D("0.30"))
+    with pytest.raises(TypeError, match="needs Usage"):
+        _period([payments], {1: D(100)})
+    assert _period([payments], {1: Usage(D(100), 1)})[1] == D("3.20")
+
+
 # -- through the real invoice run ----------------------------------------------------------------
 
 
