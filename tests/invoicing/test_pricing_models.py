@@ -196,6 +196,15 @@ def test_amounts_round_half_up_once_per_line():
     assert amount("GRADUATED", "3", "KWD", tiers=[{"up_to": None, "unit_price": "0.0005"}]) == D("0.002")
 
 
+def test_a_charge_changed_in_memory_is_priced_with_its_new_terms():
+    charge = _charge(1, model="GRADUATED", tiers=[dict(tier) for tier in STRIPE])
+    assert price_charge(charge, Usage(D(6)), "EUR").amount == D("41.50")
+    charge.tiers[1]["unit_price"] = "6.00"  # changed in place
+    assert price_charge(charge, Usage(D(6)), "EUR").amount == D("41.00")
+    charge.pricing_model = "VOLUME"
+    assert price_charge(charge, Usage(D(6)), "EUR").amount == D("36.00")
+
+
 def test_every_pricing_model_has_its_module():
     assert set(MODELS) == set(Charge.PricingModel.values)
 
