@@ -795,6 +795,19 @@ def test_charge_save_refuses_invalid_terms_naming_the_tier(shop):
     assert refused.value.messages == ["tiers[1].up_to: the last tier's up_to must be null (no upper limit)"]
 
 
+def test_charge_save_stores_valid_tiers_in_their_canonical_form(shop):
+    meter = MeterFactory(organization=shop.org)
+    tiers = [{"up_to": 5, "unit_price": 7}, {"up_to": None, "unit_price": D("6.50"), "flat_fee": "1.0"}]
+    charge = Charge.objects.create(
+        plan=shop.plan, charge_type="USAGE", meter=meter, pricing_model="VOLUME", tiers=tiers
+    )
+    charge.refresh_from_db()
+    assert charge.tiers == [
+        {"up_to": "5", "unit_price": "7", "flat_fee": "0"},
+        {"up_to": None, "unit_price": "6.5", "flat_fee": "1"},
+    ]
+
+
 def test_normalized_terms_are_what_the_database_expects(shop):
     fields = {"pricing_model": "GRADUATED",
               "tiers": [{"up_to": 5, "unit_price": 7.0}, {"up_to": None, "unit_price": "6.50"}],
