@@ -17,6 +17,7 @@ from django.db.models.functions import Cast, ExtractYear, Lag, Substr
 
 from core import money
 from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence
+from invoicing.pricing import stored_usage
 from invoicing.pricing.lines import price_issued_line
 
 CHUNK = 2000
@@ -123,8 +124,10 @@ class AuditedLine(NamedTuple):
     charge_type: str
     description: str
     quantity: Decimal
-    unit_price: Decimal
+    unit_price: Decimal | None
     amount: Decimal
+    kind: str
+    terms: dict
 
 
 def _line_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
@@ -141,15 +144,21 @@ def _line_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
     for number, org, currency, *stored in rows:
         counts.lines += 1
         line = AuditedLine(*stored)
-        try:
-            expected = price_issued_line(line, line.quantity, currency).amount
-        except money.AmountTooLarge as exc:
-            yield Finding(_who(number, org), f"line {line.description!r}: {exc}")
-            continue
+        if line.kind != InvoiceLineItem.Kind.CHARGE:  # a true-up: 1 x the difference
+            expected, shown = money.multiply(line.quantity, line.unit_price, currency), ""
+        else:  # priced again from the terms the line stored, by the code that priced it
+            try:
+                expected = price_issued_line(line, stored_usage(line.quantity, line.terms), currency).amount
+            except money.AmountTooLarge as exc:
+                yield Finding(_who(number, org), f"line {line.description!r}: {exc}")
+                continue
+            model = (line.terms or {}).get("pricing_model", "PER_UNIT")
+            shown = "" if model == "PER_UNIT" else f" priced {model}"
         if line.amount != expected:
+            what = f"{_show(line.quantity)} x {_show(line.unit_price)}" if not shown else _show(line.quantity)
             yield Finding(
                 _who(number, org),
-                f"line {line.description!r}: {_show(line.quantity)} x {_show(line.unit_price)} rounds to "
+                f"line {line.description!r}: {what}{shown} rounds to "
                 f"{_show(expected, currency)} {currency} but the line says {_show(line.amount, currency)}",
             )
 

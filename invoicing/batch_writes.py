@@ -53,13 +53,36 @@ class InvoiceRow(NamedTuple):
 
 class LineRow(NamedTuple):
     invoice_id: int
-    charge_id: int
+    charge_id: int | None  # None on a COMMITMENT true-up (it belongs to the plan)
     charge_type: str
     description: str
     quantity: Decimal
-    unit_price: Decimal
+    unit_price: Decimal | None  # the model's per-unit price where it has one
     amount: Decimal
     position: int
+    kind: str  # CHARGE, MINIMUM or COMMITMENT
+    pricing_model: str | None
+    details: str  # JSON text: the line's breakdown (invoicing.pricing.TierDetail)
+    terms: str  # JSON text: the terms it was priced on, so it can be priced again from itself
+
+    @classmethod
+    def of(cls, invoice_id: int, line) -> "LineRow":
+        """A priced line (invoicing.pricing.LineDraft) of the invoice `invoice_id`."""
+        # Positional, in field order: a batch builds tens of thousands of them.
+        return cls(
+            invoice_id,
+            None if line.charge is None else line.charge.id,
+            line.charge_type,
+            line.description,
+            line.quantity,
+            line.unit_price,
+            line.amount,
+            line.position,
+            line.kind,
+            line.pricing_model,
+            json.dumps(line.details_json()),
+            json.dumps(line.terms),
+        )
 
 
 class SubscriptionAdvance(NamedTuple):
@@ -103,6 +126,10 @@ LINE_COLUMNS = [
     ("unit_price", "numeric"),
     ("amount", "numeric"),
     ("position", "smallint"),
+    ("kind", "varchar"),
+    ("pricing_model", "varchar"),
+    ("details", "jsonb"),  # JSON text: LineDraft.details_json() / terms, dumped
+    ("terms", "jsonb"),
 ]
 ADVANCE_COLUMNS = [
     ("id", "bigint"),
@@ -155,17 +182,7 @@ def write_bills(bills, now: datetime) -> list[list[WrittenInvoice]]:
     ids = insert_invoices(rows, sellers=sellers, issued_at=now, scheduled_finalize_at=now + FINALIZE_AFTER)
     insert_lines(
         [
-            # Positional, in LineRow's field order: a batch builds tens of thousands of them.
-            LineRow(
-                invoice_id,
-                line.charge.id,
-                line.charge_type,
-                line.description,
-                line.quantity,
-                line.unit_price,
-                line.amount,
-                line.position,
-            )
+            LineRow.of(invoice_id, line)
             for invoice_id, draft in zip(ids, drafts, strict=True)
             for line in draft.lines
         ]
@@ -201,9 +218,12 @@ def rows_source(columns, column_values, alias: str = "v") -> tuple[str, list]:
     PostgreSQL, one in all on SQLite)."""
     names = [name for name, _ in columns]
     if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+        # A JSON column travels as text (jsonb's array literal would need its own quoting rules); the
+        # statement casts it (see `selected`).
+        arrays = ", ".join(f"%s::{_carried(kind)}[]" for _, kind in columns)
         params = [
-            array_literal(values, kind) for values, (_, kind) in zip(column_values, columns, strict=True)
+            array_literal(values, _carried(kind))
+            for values, (_, kind) in zip(column_values, columns, strict=True)
         ]
         return f"unnest({arrays}) AS {alias} ({', '.join(names)})", params
     adapt = connection.ops.adapt_datetimefield_value
@@ -217,6 +237,19 @@ def rows_source(columns, column_values, alias: str = "v") -> tuple[str, list]:
     selected = ", ".join(f"json_extract(j.value, '$[{n}]') AS {name}" for n, name in enumerate(names))
     document = json.dumps(list(zip(*converted, strict=True)))
     return f"(SELECT {selected} FROM json_each(%s) j) AS {alias}", [document]
+
+
+def _carried(kind: str) -> str:
+    return "text" if kind == "jsonb" else kind
+
+
+def selected(columns, alias: str = "v") -> str:
+    """The SELECT list that reads `columns` from rows_source: JSON text cast to jsonb on PostgreSQL
+    (SQLite keeps JSON as text)."""
+    cast = connection.vendor == "postgresql"
+    return ", ".join(
+        f"{alias}.{name}::jsonb" if cast and kind == "jsonb" else f"{alias}.{name}" for name, kind in columns
+    )
 
 
 def _table(model) -> str:
@@ -274,7 +307,7 @@ def insert_lines(lines: list[LineRow]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {_table(InvoiceLineItem)} ({_columns(LINE_COLUMNS)}) "
-            f"SELECT {', '.join(f'v.{name}' for name, _ in LINE_COLUMNS)} FROM {source}",
+            f"SELECT {selected(LINE_COLUMNS)} FROM {source}",
             params,
         )
 

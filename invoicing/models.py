@@ -281,25 +281,66 @@ class Invoice(models.Model):
         return self.status == self.Status.DRAFT
 
 
+PRICING_MODELS = ["PER_UNIT", "GRADUATED", "VOLUME", "PACKAGE", "PERCENTAGE", "GRADUATED_PERCENTAGE"]
+
+
 class InvoiceLineItem(models.Model):
-    invoice = models.ForeignKey(  # indexed by the unique (invoice, charge)
+    class Kind(models.TextChoices):
+        CHARGE = "CHARGE"  # a charge priced by its model
+        MINIMUM = "MINIMUM"  # the true-up of a USAGE charge billed below its min_amount
+        COMMITMENT = "COMMITMENT"  # the true-up of a period billed below the plan's minimum_commitment
+
+    invoice = models.ForeignKey(  # indexed by the unique (invoice, charge, kind)
         Invoice, on_delete=models.CASCADE, related_name="line_items", db_index=False
     )
-    charge = models.ForeignKey("subscriptions.Charge", on_delete=models.PROTECT, related_name="line_items")
+    # NULL only on the COMMITMENT line, which belongs to the plan, not to one charge.
+    charge = models.ForeignKey(
+        "subscriptions.Charge", on_delete=models.PROTECT, related_name="line_items", null=True, blank=True
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHARGE)
     charge_type = models.CharField(max_length=10)
     description = models.CharField(max_length=200)
     quantity = models.DecimalField(max_digits=30, decimal_places=10)
-    unit_price = models.DecimalField(max_digits=24, decimal_places=10)
+    # The model's per-unit price where it has one (PER_UNIT, PACKAGE: per package; FIXED), else NULL;
+    # a true-up line is 1 x its amount.
+    unit_price = models.DecimalField(max_digits=24, decimal_places=10, null=True, blank=True)
     amount = models.DecimalField(**MONEY)
+    # CHARGE lines: the charge's model when billed; NULL (not "") on the true-up lines, which no
+    # model priced.
+    pricing_model = models.CharField(  # noqa: DJ001
+        max_length=20, null=True, blank=True, default="PER_UNIT"
+    )
+    # The breakdown, exact decimals as strings: [{"from", "to", "units", "unit_price", "rate",
+    # "flat_fee", "amount"}]; [] for PER_UNIT and FIXED.
+    details = models.JSONField(default=list, blank=True)
+    # The pricing terms the line was billed with (invoicing.pricing.terms.PricingTerms.snapshot), so
+    # that it can be priced again from itself after the plan's prices change. {} on lines written
+    # before pricing models existed: PER_UNIT at the line's unit_price.
+    terms = models.JSONField(default=dict, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["position", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["invoice", "charge"], name="invoice_line_one_per_charge"),
+            models.UniqueConstraint(fields=["invoice", "charge", "kind"], name="invoice_line_one_per_charge"),
+            models.UniqueConstraint(
+                fields=["invoice"], condition=Q(kind="COMMITMENT"), name="invoice_line_one_commitment"
+            ),
             models.CheckConstraint(
                 condition=Q(quantity__gte=0, amount__gte=0, unit_price__gte=0),
                 name="invoice_line_not_negative",
+            ),
+            models.CheckConstraint(
+                # pricing_model NOT NULL spelled out: `NULL IN (...)` is NULL, which a CHECK lets pass.
+                condition=Q(
+                    kind="CHARGE",
+                    charge__isnull=False,
+                    pricing_model__isnull=False,
+                    pricing_model__in=PRICING_MODELS,
+                )
+                | Q(kind="MINIMUM", charge__isnull=False, pricing_model__isnull=True)
+                | Q(kind="COMMITMENT", charge__isnull=True, pricing_model__isnull=True),
+                name="invoice_line_kind_matches_charge",
             ),
         ]
 
@@ -313,6 +354,11 @@ class InvoiceLineItem(models.Model):
     def delete(self, *args, **kwargs):
         self._refuse_if_locked()
         return super().delete(*args, **kwargs)
+
+    @property
+    def meter(self):
+        """The meter a usage line counts, through its charge (what invoicing.usage asks)."""
+        return self.charge.meter
 
     def _refuse_if_locked(self) -> None:
         ids = {self.invoice_id}

@@ -36,7 +36,7 @@ from invoicing.run_lease import OpenRun, one_line_reason, recorded_run
 from invoicing.run_reads import ClaimedSubscription, RunCatalog, already_billed, read_claimed
 from invoicing.savepoints import transaction_broken
 from invoicing.selectors import due_subscriptions
-from invoicing.usage import usage_questions
+from invoicing.usage import usage_by_charge, usage_questions
 from invoicing.worker_log import new_run_id
 from metering.selectors import aggregate_usage
 from subscriptions.models import Subscription
@@ -80,7 +80,7 @@ class SubscriptionBill:
     more_due: bool = False  # periods beyond MAX_PERIODS_PER_SUBSCRIPTION are left for the next run
     periods: list[tuple[datetime, datetime]] = field(default_factory=list)
     already_billed: list[AlreadyBilled] = field(default_factory=list)
-    quantities: list[dict] = field(default_factory=list)  # per period: USAGE charge id -> quantity
+    quantities: list[dict] = field(default_factory=list)  # per period: USAGE charge id -> its usage
     drafts: list[InvoiceDraft] = field(default_factory=list)
 
     def advance(self) -> SubscriptionAdvance:
@@ -275,7 +275,7 @@ class InvoiceRun:
         answers = iter(aggregate_usage(questions))
         for bill in bills:
             usage = self.catalog.usage_charges[bill.subscription.plan_id]
-            bill.quantities = [{charge.id: next(answers) for charge in usage} for _ in bill.periods]
+            bill.quantities = [usage_by_charge(usage, answers) for _ in bill.periods]
 
     def price(self, bills):
         """Step 4: each period priced (invoicing.pricing: a line per charge, subtotal, tax from

@@ -10,7 +10,7 @@ from invoicing.models import Invoice, WorkerRun
 from invoicing.pricing import last_day, price_period
 from invoicing.run_lease import close_abandoned_runs
 from invoicing.tax import calculate_tax
-from invoicing.usage import usage_questions
+from invoicing.usage import usage_by_charge, usage_questions
 from metering.selectors import aggregate_usage
 from subscriptions.models import Charge, Subscription
 
@@ -81,11 +81,9 @@ def upcoming_invoice(subscription: Subscription, now: datetime):
     period = (subscription.current_period_start, subscription.current_period_end)
     charges = list(Charge.objects.filter(plan_id=subscription.plan_id).select_related("meter"))
     usage = [c for c in charges if c.charge_type == Charge.ChargeType.USAGE]
-    quantities = aggregate_usage(usage_questions(subscription, usage, period))
+    quantities = usage_by_charge(usage, iter(aggregate_usage(usage_questions(subscription, usage, period))))
     tax = calculate_tax(subscription.customer, subscription.organization, last_day(period[1]))
-    draft = price_period(
-        subscription, charges, period, {c.id: q for c, q in zip(usage, quantities, strict=True)}, tax
-    )
+    draft = price_period(subscription, charges, period, quantities, tax)
     draft.as_of = now
     return draft
 

@@ -6,6 +6,7 @@ from django.db.models.lookups import Exact
 from django_countries.fields import CountryField
 
 from core.control_characters import refuse_control_characters
+from subscriptions.tier_constraint import TiersWellFormed
 
 
 class Address(models.Model):
@@ -97,11 +98,21 @@ class Plan(models.Model):
     name = models.CharField(max_length=200, validators=[refuse_control_characters])
     interval = models.CharField(max_length=10, choices=Interval.choices)
     currency = models.CharField(max_length=3)
+    minimum_commitment = models.DecimalField(
+        max_digits=19,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="A period whose lines add up to less gets a true-up line for the difference",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["organization", "code"], name="plan_code_unique_per_org"),
+            models.CheckConstraint(
+                condition=Q(minimum_commitment__gte=0), name="plan_minimum_commitment_not_negative"
+            ),
             models.CheckConstraint(
                 condition=Q(interval__in=["day", "week", "month", "quarter", "year"]),
                 name="plan_interval_valid",
@@ -143,24 +154,92 @@ class Plan(models.Model):
             )
 
 
+# Which of the pricing fields each model uses: required ones must be set, every field no model
+# of the charge uses must be NULL (constraint charge_pricing_fields_match_model).
+PRICING_REQUIRED_FIELDS = {
+    "PER_UNIT": ("unit_price",),
+    "GRADUATED": ("tiers",),
+    "VOLUME": ("tiers",),
+    "PACKAGE": ("unit_price", "package_size"),
+    "PERCENTAGE": ("rate",),
+    "GRADUATED_PERCENTAGE": ("tiers",),
+}
+PRICING_OPTIONAL_FIELDS = {  # NULL means 0
+    "PACKAGE": ("free_units",),
+    "PERCENTAGE": ("free_units", "fixed_fee"),
+}
+PRICING_FIELDS = ("unit_price", "tiers", "package_size", "free_units", "rate", "fixed_fee")
+TIERED_MODELS = ("GRADUATED", "VOLUME", "GRADUATED_PERCENTAGE")
+
+
+def _pricing_fields_match_model(required, optional, fields) -> Q:
+    """One branch per model: its required fields set, the fields it does not use NULL."""
+    condition = Q()
+    for model, needed in required.items():
+        unused = [name for name in fields if name not in needed and name not in optional.get(model, ())]
+        condition |= Q(
+            pricing_model=model,
+            **{f"{name}__isnull": False for name in needed},
+            **{f"{name}__isnull": True for name in unused},
+        )
+    return condition
+
+
 class Charge(models.Model):
     class ChargeType(models.TextChoices):
         FIXED = "FIXED"
         USAGE = "USAGE"
 
     class PricingModel(models.TextChoices):
-        # GRADUATED, VOLUME and PACKAGE come later; the field exists so they need no redesign.
+        """Spec section 8; each is a module in invoicing.pricing, registered in charges.MODELS."""
+
         PER_UNIT = "PER_UNIT"
+        GRADUATED = "GRADUATED"
+        VOLUME = "VOLUME"
+        PACKAGE = "PACKAGE"
+        PERCENTAGE = "PERCENTAGE"
+        GRADUATED_PERCENTAGE = "GRADUATED_PERCENTAGE"
+
+    REQUIRED_FIELDS = PRICING_REQUIRED_FIELDS
+    OPTIONAL_FIELDS = PRICING_OPTIONAL_FIELDS
+    PRICING_FIELDS = PRICING_FIELDS
+    TIERED = TIERED_MODELS
 
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="charges")
     charge_type = models.CharField(max_length=10, choices=ChargeType.choices)
     meter = models.ForeignKey(
         "metering.Meter", on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
     )
-    unit_price = models.DecimalField(max_digits=24, decimal_places=10)
+    unit_price = models.DecimalField(
+        max_digits=24,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="FIXED, PER_UNIT: per unit; PACKAGE: per package. Empty for the other models.",
+    )
     description = models.CharField(max_length=200, blank=True, validators=[refuse_control_characters])
     pricing_model = models.CharField(
         max_length=20, choices=PricingModel.choices, default=PricingModel.PER_UNIT
+    )
+    # Ordered tiers, decimals as strings: [{"up_to": "5" | null, "unit_price" (or "rate" for
+    # GRADUATED_PERCENTAGE): "7.00", "flat_fee": "0"}]; see subscriptions.tier_constraint.
+    tiers = models.JSONField(null=True, blank=True)
+    package_size = models.DecimalField(max_digits=24, decimal_places=10, null=True, blank=True)
+    free_units = models.DecimalField(
+        max_digits=30, decimal_places=10, null=True, blank=True, help_text="PACKAGE, PERCENTAGE; empty = 0"
+    )
+    rate = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, help_text="PERCENTAGE: percent, e.g. 2.9"
+    )
+    fixed_fee = models.DecimalField(
+        max_digits=24, decimal_places=10, null=True, blank=True, help_text="PERCENTAGE: per event; empty = 0"
+    )
+    min_amount = models.DecimalField(
+        max_digits=19,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="USAGE: a period billed below it gets a true-up line for the difference",
     )
     position = models.PositiveSmallIntegerField(default=0)
 
@@ -173,7 +252,45 @@ class Charge(models.Model):
                 | Q(charge_type="USAGE", meter__isnull=False),
                 name="charge_meter_only_for_usage",
             ),
-            models.CheckConstraint(condition=Q(pricing_model="PER_UNIT"), name="charge_pricing_model_known"),
+            models.CheckConstraint(
+                condition=Q(
+                    pricing_model__in=[
+                        "PER_UNIT",
+                        "GRADUATED",
+                        "VOLUME",
+                        "PACKAGE",
+                        "PERCENTAGE",
+                        "GRADUATED_PERCENTAGE",
+                    ]
+                ),
+                name="charge_pricing_model_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(charge_type="USAGE") | Q(pricing_model="PER_UNIT", min_amount__isnull=True),
+                name="charge_fixed_is_per_unit",
+            ),
+            models.CheckConstraint(
+                condition=_pricing_fields_match_model(
+                    PRICING_REQUIRED_FIELDS, PRICING_OPTIONAL_FIELDS, PRICING_FIELDS
+                ),
+                name="charge_pricing_fields_match_model",
+            ),
+            models.CheckConstraint(
+                condition=Q(package_size__gt=0)
+                & Q(free_units__gte=0)
+                & Q(rate__gte=0)
+                & Q(fixed_fee__gte=0)
+                & Q(min_amount__gte=0),
+                name="charge_pricing_numbers_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=~Q(pricing_model__in=["GRADUATED", "VOLUME"]) | TiersWellFormed("unit_price"),
+                name="charge_tiers_priced_per_unit",
+            ),
+            models.CheckConstraint(
+                condition=~Q(pricing_model="GRADUATED_PERCENTAGE") | TiersWellFormed("rate"),
+                name="charge_tiers_priced_by_rate",
+            ),
         ]
 
     def __str__(self):
@@ -188,6 +305,7 @@ class Charge(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self):
+        self.check_pricing_terms()
         if self._state.adding or self.pk is None:
             return
         columns = [self._meta.get_field(name).attname for name in self.LOCKED_WHEN_BILLED]
@@ -204,6 +322,32 @@ class Charge(models.Model):
                 f"charge '{self}' has been billed: its {' and '.join(changed)} cannot change; "
                 "add a new charge instead"
             )
+
+    def pricing_fields(self) -> dict:
+        return {
+            "charge_type": self.charge_type,
+            "pricing_model": self.pricing_model,
+            "min_amount": self.min_amount,
+            **{name: getattr(self, name) for name in PRICING_FIELDS},
+        }
+
+    def check_pricing_terms(self) -> None:
+        """ValidationError when the pricing terms are invalid (spec section 8,
+        subscriptions.pricing_terms): messages naming their field path ("tiers[1].up_to: ..."), not
+        keyed by field -- a ModelForm without that field (e.g. an admin inline without `tiers`) would
+        raise ValueError on a key it does not have. The API and forms that want field-keyed errors call
+        validate_charge_terms themselves. Valid tiers are rewritten in their stored form (numbers as
+        canonical decimal strings, flat_fee spelled out)."""
+        from subscriptions.pricing_terms import canonical_tiers, error_messages, validate_charge_terms
+
+        meter = self.meter if self.meter_id is not None else None
+        errors = validate_charge_terms(
+            self.pricing_fields(), meter_aggregation=meter.aggregation_type if meter else None
+        )
+        if errors:
+            raise ValidationError(error_messages(errors))
+        if self.tiers is not None:  # as the database's check expects them: canonical decimal strings
+            self.tiers = canonical_tiers(self.tiers, self.pricing_model)
 
 
 class Subscription(models.Model):
