@@ -79,27 +79,43 @@ def create_customer(
 
 @transaction.atomic
 def create_plan(
-    *, organization: Organization, code: str, name: str, interval: str, currency: str, charges: list[dict]
+    *,
+    organization: Organization,
+    code: str,
+    name: str,
+    interval: str,
+    currency: str,
+    charges: list[dict],
+    minimum_commitment: Decimal | None = None,
 ) -> Plan:
-    """`charges`: dicts of charge_type, unit_price, description and, for USAGE, meter (a Meter)."""
+    """`charges`: dicts of charge_type, description, for USAGE meter (a Meter), and the pricing terms
+    of their pricing_model (default PER_UNIT; spec section 8): unit_price, tiers, package_size,
+    free_units, rate, fixed_fee, min_amount, the ones a model does not use absent or None."""
     plan = Plan(
         organization=organization,
         code=code,
         name=name,
         interval=interval,
         currency=validate_currency(currency),
+        minimum_commitment=minimum_commitment,
     )
     plan.full_clean()
     check_fixed_charges([spec["unit_price"] for spec in charges if spec["charge_type"] == "FIXED"])
     plan.save()
     for position, spec in enumerate(charges):
+        terms = {
+            name: None if spec.get(name) is None else Decimal(str(spec[name]))
+            for name in ("unit_price", "package_size", "free_units", "rate", "fixed_fee", "min_amount")
+        }
         charge = Charge(
             plan=plan,
             charge_type=spec["charge_type"],
             meter=spec.get("meter"),
-            unit_price=Decimal(str(spec["unit_price"])),
             description=spec.get("description", ""),
+            pricing_model=spec.get("pricing_model") or Charge.PricingModel.PER_UNIT,
+            tiers=spec.get("tiers"),
             position=position,
+            **terms,
         )
         if charge.charge_type == Charge.ChargeType.USAGE and charge.meter is None:
             raise ValidationError({"meter": "a USAGE charge needs a meter"})

@@ -1,0 +1,157 @@
+"""A line's breakdown (spec section 8) as people read it: the API's `details`, the printable invoice
+and the PDF's small rows under a tiered, package or percentage line, and the invoice admin.
+
+A line stores its breakdown exactly, as decimal strings (`InvoiceLineItem.details`); a preview's
+line (`invoicing.pricing.LineDraft`) carries the pricing's `TierDetail`s. `detail_rows` reads either
+into `DetailRow`s of Decimals; the rest says them in words. Amounts per row are shown to the
+currency's minor unit for reading only: the line's own amount is rounded once, from the exact sum
+(a JPY line of 0.5 + 0.5 is 1, not 0 + 0 or 1 + 1).
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from invoicing import money
+from invoicing.money import plain
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class DetailRow:
+    """One tier (or package count, or percentage part) of a line: it covers (start, end]."""
+
+    start: Decimal
+    end: Decimal | None  # None: the open last tier
+    units: Decimal
+    unit_price: Decimal | None
+    rate: Decimal | None  # percent
+    flat_fee: Decimal
+    amount: Decimal  # exact: units x unit_price (or rate % of units) + flat_fee
+
+
+def _decimal(value) -> Decimal | None:
+    return None if value is None or value == "" else Decimal(str(value))
+
+
+def detail_rows(details) -> list[DetailRow]:
+    """`details`: the stored list of dicts ({"from", "to", "units", "unit_price", "rate", "flat_fee",
+    "amount"}, decimal strings), or TierDetail-like objects (start, end, ...)."""
+    rows = []
+    for detail in details or ():
+        if isinstance(detail, dict):
+            fields = {
+                "start": detail.get("from"),
+                "end": detail.get("to"),
+                "units": detail.get("units"),
+                "unit_price": detail.get("unit_price"),
+                "rate": detail.get("rate"),
+                "flat_fee": detail.get("flat_fee"),
+                "amount": detail.get("amount"),
+            }
+        else:
+            fields = {name: getattr(detail, name, None) for name in DetailRow.__dataclass_fields__}
+        rows.append(
+            DetailRow(
+                start=_decimal(fields["start"]) or ZERO,
+                end=_decimal(fields["end"]),
+                units=_decimal(fields["units"]) or ZERO,
+                unit_price=_decimal(fields["unit_price"]),
+                rate=_decimal(fields["rate"]),
+                flat_fee=_decimal(fields["flat_fee"]) or ZERO,
+                amount=_decimal(fields["amount"]) or ZERO,
+            )
+        )
+    return rows
+
+
+def price_text(value: Decimal) -> str:
+    """A unit price: at least two places, more only where it has them ("7.00", "0.002")."""
+    normalized = value.normalize()
+    return format(normalized if -normalized.as_tuple().exponent > 2 else value.quantize(Decimal("0.01")), "f")
+
+
+def as_api(row: DetailRow, currency: str) -> dict:
+    """The API's shape (spec section 8): decimal strings; prices as written, amounts to the minor unit."""
+    return {
+        "from": plain(row.start),
+        "to": None if row.end is None else plain(row.end),
+        "units": plain(row.units),
+        "unit_price": None if row.unit_price is None else price_text(row.unit_price),
+        "rate": None if row.rate is None else plain(row.rate),
+        "flat_fee": str(money.as_minor_units(row.flat_fee, currency)),
+        "amount": str(money.as_minor_units(row.amount, currency)),
+    }
+
+
+def tier_range(row: DetailRow, number=plain) -> str:
+    """The quantities a tier covers, as a reader says them: "1 – 5" for (0, 5] of whole units,
+    "11 and above" for (10, open), "over 100 – 100.5" where a limit has a fraction."""
+    whole = row.start == row.start.to_integral_value() and (
+        row.end is None or row.end == row.end.to_integral_value()
+    )
+    if row.end is None:
+        return f"{number(row.start + 1)} and above" if whole else f"over {number(row.start)}"
+    if whole:
+        first = row.start + 1
+        return number(row.end) if first == row.end else f"{number(first)} – {number(row.end)}"
+    return f"over {number(row.start)} – {number(row.end)}"
+
+
+@dataclass(frozen=True)
+class ReadableRow:
+    """A breakdown row in words: "1 – 5: 5 × €7.00 = €35.00", and its flat fee apart."""
+
+    text: str
+    flat_fee: str  # "" when the tier has none
+
+
+def readable_rows(rows: list[DetailRow], currency: str, fmt) -> list[ReadableRow]:
+    """`fmt`: formats numbers, money and unit prices (invoicing.documents.InvoiceLocale, or
+    PlainFormat for the admin)."""
+    readable = []
+    for row in rows:
+        where = tier_range(row, fmt.number)
+        if row.rate is not None:
+            part = money.as_minor_units(row.units * row.rate / 100, currency)
+            calculation = (
+                f"{fmt.percent(row.rate)} of {fmt.money(row.units, currency)} = {fmt.money(part, currency)}"
+            )
+        elif row.unit_price is not None:
+            part = money.as_minor_units(row.units * row.unit_price, currency)
+            calculation = (
+                f"{fmt.number(row.units)} × {fmt.unit_price(row.unit_price, currency)} = "
+                f"{fmt.money(part, currency)}"
+            )
+        else:
+            calculation = f"{fmt.number(row.units)} units"
+        fee = f"+ flat fee {fmt.money(row.flat_fee, currency)}" if row.flat_fee else ""
+        readable.append(ReadableRow(text=f"{where}: {calculation}", flat_fee=fee))
+    return readable
+
+
+class PlainFormat:
+    """Numbers and money without a locale, for staff screens: "EUR 35.00"."""
+
+    @staticmethod
+    def number(value: Decimal) -> str:
+        return plain(value)
+
+    @staticmethod
+    def money(value: Decimal, currency: str) -> str:
+        return f"{money.as_minor_units(value, currency)} {currency}"
+
+    @staticmethod
+    def unit_price(value: Decimal, currency: str) -> str:
+        places = money.minor_unit(currency)
+        shown = value.normalize()
+        text = (
+            format(shown, "f")
+            if -shown.as_tuple().exponent > places
+            else money.as_minor_units(value, currency)
+        )
+        return f"{text} {currency}"
+
+    @staticmethod
+    def percent(value: Decimal) -> str:
+        return f"{plain(value)} %"
