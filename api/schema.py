@@ -196,12 +196,13 @@ ZERO_PATTERN = r"^[0.]*$"
 
 
 def _digits(text: dict, whole: int, places: int) -> dict:
-    """TERM_NUMBER_SCHEMA with the column's digits: at most `whole` before the point, `places` after."""
+    """TERM_NUMBER_SCHEMA with the column's digits: at most `whole` before the point, `places` after.
+    (OpenAPI 3.0: exclusiveMaximum is a flag on maximum, not a number.)"""
     bound = 10**whole
     return {
         "oneOf": [
             {**PLAIN_DECIMAL_STRING, "pattern": rf"^\d{{1,{whole}}}(\.\d{{1,{places}}})?$"},
-            {"type": "number", "minimum": 0, "exclusiveMaximum": bound},
+            {"type": "number", "minimum": 0, "maximum": bound, "exclusiveMaximum": True},
         ],
         **{key: value for key, value in text.items() if key in ("description", "nullable")},
     }
@@ -211,7 +212,7 @@ def _positive(schema: dict) -> dict:
     string, number = schema["oneOf"]
     return {
         **schema,
-        "oneOf": [{**string, "not": {"pattern": ZERO_PATTERN}}, {**number, "exclusiveMinimum": 0}],
+        "oneOf": [{**string, "not": {"pattern": ZERO_PATTERN}}, {**number, "exclusiveMinimum": True}],
     }
 
 
