@@ -98,29 +98,48 @@ def test_a_graduated_charge_is_added_with_its_tiers_one_a_line(admin_client, org
     assert "5 7 2\n10 6.5\ninf 6</textarea>" in page
 
 
-@pytest.mark.parametrize(
-    ("charge", "field", "message"),
-    [
-        ({"pricing_model": "GRADUATED", "tiers": "5 7.00\n10 -6.50\ninf 6"}, "tiers", "tier 2: unit_price must not be negative"),
-        ({"pricing_model": "GRADUATED", "tiers": "10 7\n5 6\ninf 5"}, "tiers",
-         "tier 2: up_to must be more than tier 1&#x27;s up_to (10): limits strictly increase"),
-        ({"pricing_model": "VOLUME", "tiers": "5 7\n10 6"}, "tiers",
-         "tier 2: up_to must be null: the last tier has no limit (add one after it)"),
-        ({"pricing_model": "VOLUME", "tiers": "inf 7\ninf 6"}, "tiers",
-         "tier 1: up_to only the last tier may have no limit (null)"),
-        ({"pricing_model": "GRADUATED", "tiers": "5 7 -1\ninf 6"}, "tiers", "tier 1: flat_fee must not be negative"),
-        ({"pricing_model": "GRADUATED", "tiers": "5 seven\ninf 6"}, "tiers", "tier 1: price &#x27;seven&#x27; is not a number"),
-        ({"pricing_model": "GRADUATED", "tiers": "5\ninf 6"}, "tiers",
-         "tier 1: write &#x27;up_to price [flat fee]&#x27;, not &#x27;5&#x27;"),
-        ({"pricing_model": "GRADUATED"}, "tiers", "required for a GRADUATED charge"),
-        ({"pricing_model": "PACKAGE", "unit_price": "5", "package_size": "0"}, "package_size", "must be more than 0"),
-        ({"pricing_model": "PER_UNIT", "unit_price": "-1"}, "unit_price", "must not be negative"),
-        ({"pricing_model": "PER_UNIT", "unit_price": "1", "rate": "2"}, "rate",
-         "not a term of a PER_UNIT charge (only of PERCENTAGE)"),
-        ({"pricing_model": "PERCENTAGE", "rate": "2.9"}, "meter",
-         "a PERCENTAGE charge needs a SUM meter (of transaction amounts), not COUNT"),
-    ],
-)  # fmt: skip
+GRADUATED, VOLUME = {"pricing_model": "GRADUATED"}, {"pricing_model": "VOLUME"}
+PROBLEMS = [
+    ({**GRADUATED, "tiers": "5 7.00\n10 -6.50\ninf 6"}, "tiers", "tier 2: unit_price must not be negative"),
+    (
+        {**GRADUATED, "tiers": "10 7\n5 6\ninf 5"},
+        "tiers",
+        "tier 2: up_to must be more than tier 1&#x27;s up_to (10): limits strictly increase",
+    ),
+    (
+        {**VOLUME, "tiers": "5 7\n10 6"},
+        "tiers",
+        "tier 2: up_to must be null: the last tier has no limit (add one after it)",
+    ),
+    (
+        {**VOLUME, "tiers": "inf 7\ninf 6"},
+        "tiers",
+        "tier 1: up_to only the last tier may have no limit (null)",
+    ),
+    ({**GRADUATED, "tiers": "5 7 -1\ninf 6"}, "tiers", "tier 1: flat_fee must not be negative"),
+    ({**GRADUATED, "tiers": "5 seven\ninf 6"}, "tiers", "tier 1: price &#x27;seven&#x27; is not a number"),
+    (
+        {**GRADUATED, "tiers": "5\ninf 6"},
+        "tiers",
+        "tier 1: write &#x27;up_to price [flat fee]&#x27;, not &#x27;5&#x27;",
+    ),
+    (GRADUATED, "tiers", "required for a GRADUATED charge"),
+    (
+        {"pricing_model": "PACKAGE", "unit_price": "5", "package_size": "0"},
+        "package_size",
+        "must be more than 0",
+    ),
+    ({"unit_price": "-1"}, "unit_price", "must not be negative"),
+    ({"unit_price": "1", "rate": "2"}, "rate", "not a term of a PER_UNIT charge (only of PERCENTAGE)"),
+    (
+        {"pricing_model": "PERCENTAGE", "rate": "2.9"},
+        "meter",
+        "a PERCENTAGE charge needs a SUM meter (of transaction amounts), not COUNT",
+    ),
+]
+
+
+@pytest.mark.parametrize(("charge", "field", "message"), PROBLEMS)
 def test_each_problem_is_said_on_its_field_naming_the_tier(
     admin_client, organization, charge, field, message
 ):

@@ -124,8 +124,9 @@ def test_each_model_round_trips_with_its_terms(api, meters):
 def test_json_numbers_are_read_exactly_like_decimal_strings(api, meters):
     # 0.1 and 2.9 as binary floats are 0.1000000000000000055... and 2.899999999999999911...
     as_numbers = (
-        '{"code": "numbers", "name": "N", "interval": "month", "currency": "EUR", "minimum_commitment": 500.5,'
-        ' "charges": [{"charge_type": "USAGE", "meter": "payments", "pricing_model": "PERCENTAGE",'
+        '{"code": "numbers", "name": "N", "interval": "month", "currency": "EUR",'
+        ' "minimum_commitment": 500.5, "charges": [{"charge_type": "USAGE", "meter": "payments",'
+        ' "pricing_model": "PERCENTAGE",'
         ' "rate": 2.9, "fixed_fee": 0.1, "free_units": 1e3},'
         ' {"charge_type": "USAGE", "meter": "api_calls", "pricing_model": "GRADUATED", "tiers":'
         ' [{"up_to": 100.5, "unit_price": 0.0001, "flat_fee": 0}, {"up_to": null, "unit_price": 0.00005}]}]}'

@@ -45,8 +45,9 @@ STORED_DATA_SAYS_NO = re.compile(
 # bound them), tiers whose up_to strictly increase with only the last one null, and that a
 # PERCENTAGE charge's meter (stored data) aggregates by SUM.
 SCHEMA_CANNOT_SAY = re.compile(
-    r"^(Ensure that there are no more than \d+ (digits in total|decimal places)\.$|must be more than (0|tier )"
-    r"|only the last tier may have no limit|must be null: the last tier|a PERCENTAGE charge needs a SUM meter)"
+    r"^(Ensure that there are no more than \d+ (digits in total|decimal places)\.$"
+    r"|must be more than (0|tier )|only the last tier may have no limit|must be null: the last tier"
+    r"|a PERCENTAGE charge needs a SUM meter)"
 )
 
 
