@@ -15,6 +15,7 @@ from django.db.models.functions import Cast, ExtractYear, Lag, Substr
 
 from invoicing import money
 from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence
+from invoicing.pricing import PricingTerms, price_charge, stored_usage
 
 CHUNK = 2000
 NUMBER = re.compile(r"^INV-(\d{4})-(\d{4,})$")
@@ -124,17 +125,36 @@ def _line_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
             "quantity",
             "unit_price",
             "amount",
+            "kind",
+            "terms",
         )
         .order_by("id")
         .iterator(chunk_size=CHUNK)
     )
-    for number, org, currency, description, quantity, unit_price, amount in rows:
+    for number, org, currency, description, quantity, unit_price, amount, kind, terms in rows:
         counts.lines += 1
-        expected = money.multiply(quantity, unit_price, currency)
+        if kind != InvoiceLineItem.Kind.CHARGE:  # a true-up: 1 x the difference
+            expected = money.multiply(quantity, unit_price, currency)
+            if amount != expected:
+                yield Finding(
+                    _who(number, org),
+                    f"line {description!r}: {_show(quantity)} x {_show(unit_price)} rounds to "
+                    f"{_show(expected, currency)} {currency} but the line says {_show(amount, currency)}",
+                )
+            continue
+        # Priced again from the terms the line stored, by the code that priced it.
+        usage = stored_usage(quantity, terms)
+        terms = PricingTerms.from_snapshot(terms, unit_price)
+        expected = price_charge(terms, usage, currency).amount
         if amount != expected:
+            shown = (
+                f"{_show(quantity)} x {_show(unit_price)}"
+                if terms.pricing_model == "PER_UNIT"
+                else (f"{_show(quantity)} priced {terms.pricing_model}")
+            )
             yield Finding(
                 _who(number, org),
-                f"line {description!r}: {_show(quantity)} x {_show(unit_price)} rounds to "
+                f"line {description!r}: {shown} rounds to "
                 f"{_show(expected, currency)} {currency} but the line says {_show(amount, currency)}",
             )
 

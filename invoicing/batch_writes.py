@@ -41,6 +41,10 @@ LINE_COLUMNS = [
     ("unit_price", "numeric"),
     ("amount", "numeric"),
     ("position", "smallint"),
+    ("kind", "varchar"),
+    ("pricing_model", "varchar"),
+    ("details", "jsonb"),  # JSON text: LineDraft.details_json() / terms, dumped
+    ("terms", "jsonb"),
 ]
 ADVANCE_COLUMNS = [
     ("id", "bigint"),
@@ -56,9 +60,12 @@ def rows_source(columns, column_values, alias: str = "v") -> tuple[str, list]:
     PostgreSQL, one in all on SQLite)."""
     names = [name for name, _ in columns]
     if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+        # A JSON column travels as text (jsonb's array literal would need its own quoting rules); the
+        # statement casts it (see `selected`).
+        arrays = ", ".join(f"%s::{_carried(kind)}[]" for _, kind in columns)
         params = [
-            array_literal(values, kind) for values, (_, kind) in zip(column_values, columns, strict=True)
+            array_literal(values, _carried(kind))
+            for values, (_, kind) in zip(column_values, columns, strict=True)
         ]
         return f"unnest({arrays}) AS {alias} ({', '.join(names)})", params
     adapt = connection.ops.adapt_datetimefield_value
@@ -72,6 +79,19 @@ def rows_source(columns, column_values, alias: str = "v") -> tuple[str, list]:
     selected = ", ".join(f"json_extract(j.value, '$[{n}]') AS {name}" for n, name in enumerate(names))
     document = json.dumps(list(zip(*converted, strict=True)))
     return f"(SELECT {selected} FROM json_each(%s) j) AS {alias}", [document]
+
+
+def _carried(kind: str) -> str:
+    return "text" if kind == "jsonb" else kind
+
+
+def selected(columns, alias: str = "v") -> str:
+    """The SELECT list that reads `columns` from rows_source: JSON text cast to jsonb on PostgreSQL
+    (SQLite keeps JSON as text)."""
+    cast = connection.vendor == "postgresql"
+    return ", ".join(
+        f"{alias}.{name}::jsonb" if cast and kind == "jsonb" else f"{alias}.{name}" for name, kind in columns
+    )
 
 
 def _table(model) -> str:
@@ -119,16 +139,34 @@ def insert_invoices(
 
 
 def insert_lines(lines: list[tuple]) -> None:
-    """Rows in LINE_COLUMNS order."""
+    """Rows in LINE_COLUMNS order (`line_row` makes one from a LineDraft)."""
     if not lines:
         return
     source, params = rows_source(LINE_COLUMNS, list(zip(*lines, strict=True)))
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {_table(InvoiceLineItem)} ({_columns(LINE_COLUMNS)}) "
-            f"SELECT {', '.join(f'v.{name}' for name, _ in LINE_COLUMNS)} FROM {source}",
+            f"SELECT {selected(LINE_COLUMNS)} FROM {source}",
             params,
         )
+
+
+def line_row(invoice_id: int, line) -> tuple:
+    """A LineDraft (invoicing.pricing) as a row in LINE_COLUMNS order."""
+    return (
+        invoice_id,
+        None if line.charge is None else line.charge.id,
+        line.charge_type,
+        line.description,
+        line.quantity,
+        line.unit_price,
+        line.amount,
+        line.position,
+        line.kind,
+        line.pricing_model,
+        json.dumps(line.details_json()),
+        json.dumps(line.terms),
+    )
 
 
 def advance_subscriptions(rows: list[tuple]) -> None:

@@ -36,11 +36,11 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from invoicing import money
-from invoicing.batch_writes import advance_subscriptions, insert_invoices, insert_lines
+from invoicing.batch_writes import advance_subscriptions, insert_invoices, insert_lines, line_row
 from invoicing.models import Invoice, WorkerRun
 from invoicing.numbering import take_invoice_numbers
 from invoicing.parties import buyer_snapshot, seller_snapshot
-from invoicing.pricing import InvoiceDraft, last_day, price_period
+from invoicing.pricing import InvoiceDraft, Usage, counts_events, last_day, price_period
 from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import due_subscriptions
 from invoicing.tax import TaxRateBook, calculate_tax
@@ -209,7 +209,7 @@ class InvoiceGenerator:
         # written (see _lines_written_meanwhile).
         self._claimer = threading.local()
         self._charges: dict[int, list[Charge]] = {}
-        self._usage: dict[int, list[tuple[int, str, str]]] = {}  # see _load_charges
+        self._usage: dict[int, list[tuple[int, str, str, bool]]] = {}  # see _load_charges
         self._rates: TaxRateBook | None = None
         self._plans: dict = {}
         self._organizations: dict = {}
@@ -445,16 +445,20 @@ class InvoiceGenerator:
                     plan.already_billed.append((*period, number))
                     continue
                 plan.periods.append(period)
-                for charge_id, code, aggregation in self._usage[subscription.plan_id]:
+                for charge_id, code, aggregation, events in self._usage[subscription.plan_id]:
                     questions.append(
                         UsageQuestion(subscription.customer_id, code, aggregation, *period, subscription.id)
                     )
-                    owners.append((subscription.id, period[0], charge_id))
+                    owners.append((subscription.id, period[0], charge_id, events))
             plans.append(plan)
 
         quantities = defaultdict(dict)
-        for (sub_id, start, charge_id), quantity in zip(owners, aggregate_usage(questions), strict=True):
-            quantities[(sub_id, start)][charge_id] = quantity
+        for (sub_id, start, charge_id, events), quantity in zip(
+            owners, aggregate_usage(questions), strict=True
+        ):
+            usage = quantities[(sub_id, start)]
+            # An event count follows its charge's quantity question (see _load_charges).
+            usage[charge_id] = Usage(usage[charge_id], int(quantity)) if events else quantity
 
         ready = []
         for plan in plans:
@@ -602,16 +606,7 @@ class InvoiceGenerator:
             scheduled_finalize_at=now + FINALIZE_AFTER,
         )
         lines = [
-            (
-                invoice_id,
-                line.charge.id,
-                line.charge_type,
-                line.description,
-                line.quantity,
-                line.unit_price,
-                line.amount,
-                line.position,
-            )
+            line_row(invoice_id, line)
             for invoice_id, draft in zip(ids, drafts, strict=True)
             for line in draft.lines
         ]
@@ -654,16 +649,22 @@ class InvoiceGenerator:
 
     def _load_charges(self, plan_ids):
         """Each plan's charges, and its usage charges as (charge id, meter code, aggregation
-        type): what a usage question needs, read once per run instead of once per question."""
+        type, False): what a usage question needs, read once per run instead of once per question.
+        A charge whose model needs the period's event count (PERCENTAGE) asks a second question
+        right after, a COUNT of the same meter code, marked True."""
         missing = plan_ids - self._charges.keys()
         charges = {plan_id: [] for plan_id in missing}
         for charge in Charge.objects.filter(plan_id__in=missing).select_related("meter"):
             charges[charge.plan_id].append(charge)
         for plan_id, loaded in charges.items():
             self._usage[plan_id] = [
-                (c.id, c.meter.code, c.meter.aggregation_type)
+                question
                 for c in loaded
                 if c.charge_type == Charge.ChargeType.USAGE
+                for question in [
+                    (c.id, c.meter.code, c.meter.aggregation_type, False),
+                    *([(c.id, c.meter.code, "COUNT", True)] if counts_events(c) else []),
+                ]
             ]
             # Last, whole: another claimer takes a plan in _charges as fully loaded.
             self._charges[plan_id] = loaded

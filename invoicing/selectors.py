@@ -7,7 +7,7 @@ from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from invoicing.models import Invoice, WorkerRun
-from invoicing.pricing import last_day, price_period
+from invoicing.pricing import Usage, counts_events, last_day, price_period
 from invoicing.run_lease import close_abandoned_runs
 from invoicing.tax import calculate_tax
 from metering.selectors import UsageQuestion, aggregate_usage
@@ -80,22 +80,26 @@ def upcoming_invoice(subscription: Subscription, now: datetime):
     period = (subscription.current_period_start, subscription.current_period_end)
     charges = list(Charge.objects.filter(plan_id=subscription.plan_id).select_related("meter"))
     usage = [c for c in charges if c.charge_type == Charge.ChargeType.USAGE]
+    # A charge whose model needs the period's event count (PERCENTAGE) asks a COUNT of its meter too.
+    counted = [c for c in usage if counts_events(c)]
+    asked = [(c, c.meter.aggregation_type) for c in usage] + [(c, "COUNT") for c in counted]
     questions = [
         UsageQuestion(
             customer_id=subscription.customer_id,
             code=charge.meter.code,
-            aggregation_type=charge.meter.aggregation_type,
+            aggregation_type=aggregation,
             period_start=period[0],
             period_end=period[1],
             subscription_id=subscription.id,
         )
-        for charge in usage
+        for charge, aggregation in asked
     ]
-    quantities = aggregate_usage(questions)
+    answers = aggregate_usage(questions)
+    quantities = {c.id: q for c, q in zip(usage, answers, strict=False)}
+    for charge, events in zip(counted, answers[len(usage) :], strict=True):
+        quantities[charge.id] = Usage(quantities[charge.id], int(events))
     tax = calculate_tax(subscription.customer, subscription.organization, last_day(period[1]))
-    draft = price_period(
-        subscription, charges, period, {c.id: q for c, q in zip(usage, quantities, strict=True)}, tax
-    )
+    draft = price_period(subscription, charges, period, quantities, tax)
     draft.as_of = now
     return draft
 

@@ -6,6 +6,7 @@ to the period is billed; once finalized, an invoice never changes again.
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from django.db import DatabaseError, transaction
 from django.db.models import Prefetch
@@ -14,7 +15,8 @@ from django.utils import timezone
 from invoicing import money
 from invoicing.generator import one_line_reason, transaction_broken
 from invoicing.models import Invoice, InvoiceLineItem, WorkerRun
-from invoicing.pricing import totals
+from invoicing.pricing import PricingTerms, Usage, price_lines, stored_usage, totals
+from invoicing.pricing.invoice import COUNTS_EVENTS, Priced
 from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import drafts_due_for_finalization
 from invoicing.worker_log import run_logger
@@ -62,56 +64,113 @@ def _locked(invoice_id: int) -> Invoice:
 
 
 def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
-    """Recompute the usage lines of these drafts from the events (a few queries for the lot).
+    """Recompute the usage lines of these drafts from the events (a few queries for the lot), and
+    their MINIMUM and COMMITMENT true-ups (added, changed or removed as the new amounts require).
 
-    The unit price and tax rate stay as they were when the draft was issued. Returns the
+    Each line is priced again with the terms it stored when the draft was issued (pricing model,
+    prices, tiers, min_amount: invoicing.pricing.PricingTerms.from_snapshot); the commitment is the
+    one on the draft's COMMITMENT line, else the plan's. The tax rate stays as it was. Returns the
     (invoice, old total) pairs whose total changed. Callers hold the invoices' row locks."""
-    usage_lines, questions = [], []
+    questions, owners = [], []
     for invoice in invoices:
         if invoice.status != Invoice.Status.DRAFT:
             raise InvoiceStateError(f"{invoice.number} is not a draft; it cannot be refreshed")
         for line in invoice.line_items.all():
-            if line.charge_type == "USAGE":
+            if line.charge_type == "USAGE" and line.kind == InvoiceLineItem.Kind.CHARGE:
                 if line.charge.meter_id is None:  # Charge.clean refuses this; raw SQL does not
                     raise UnbillableDraft(f"usage '{line.description}': its charge no longer has a meter")
-                usage_lines.append(line)
-                questions.append(
-                    UsageQuestion(
-                        customer_id=invoice.customer_id,
-                        code=line.charge.meter.code,
-                        aggregation_type=line.charge.meter.aggregation_type,
-                        period_start=invoice.period_start,
-                        period_end=invoice.period_end,
-                        subscription_id=invoice.subscription_id,
+                meter = line.charge.meter
+                # PERCENTAGE also needs the period's event count: a COUNT of the same meter code.
+                events = [True] if line.pricing_model in COUNTS_EVENTS else []
+                for counts in [False, *events]:
+                    questions.append(
+                        UsageQuestion(
+                            customer_id=invoice.customer_id,
+                            code=meter.code,
+                            aggregation_type="COUNT" if counts else meter.aggregation_type,
+                            period_start=invoice.period_start,
+                            period_end=invoice.period_end,
+                            subscription_id=invoice.subscription_id,
+                        )
                     )
-                )
-    changed = []
+                    owners.append((line.id, counts))
+    usage = {}
+    for (line_id, counts), answer in zip(owners, aggregate_usage(questions), strict=True):
+        usage[line_id] = Usage(usage[line_id].quantity, int(answer)) if counts else Usage(answer)
+    changed, updated, added, removed = [], [], [], []
     # Priced before any write: an amount no invoice can hold is refused with a reason naming the
     # line, instead of `numeric field overflow` for the whole batch.
     try:
-        for line, quantity in zip(usage_lines, aggregate_usage(questions), strict=True):
-            line.quantity = quantity
-            line.amount = money.multiply(
-                quantity, line.unit_price, line.invoice.currency, f"usage '{line.description}'"
-            )
         touched = timezone.now()  # bulk_update skips auto_now: stamp updated_at by hand (wall clock)
         for invoice in invoices:
+            lines = list(invoice.line_items.all())
+            drafts = price_lines(
+                [
+                    Priced(
+                        line.charge,
+                        usage.get(line.id) or stored_usage(line.quantity, line.terms),
+                        PricingTerms.from_snapshot(line.terms, line.unit_price),
+                        line.description,
+                    )
+                    for line in lines
+                    if line.kind == InvoiceLineItem.Kind.CHARGE
+                ],
+                invoice.currency,
+                _commitment(invoice, lines),
+            )
+            update, add, remove = _line_changes(invoice, lines, drafts)
+            updated += update
+            added += add
+            removed += remove
             invoice.updated_at = touched
             old_total = invoice.total
             invoice.subtotal, invoice.tax_amount, invoice.total = totals(
-                [line.amount for line in invoice.line_items.all()], invoice.tax_rate, invoice.currency
+                [draft.amount for draft in drafts], invoice.tax_rate, invoice.currency
             )
             if invoice.total != old_total:
                 changed.append((invoice, old_total))
     except money.AmountTooLarge as exc:
         raise UnbillableDraft(str(exc)) from exc
-    InvoiceLineItem.objects.bulk_update(usage_lines, ["quantity", "amount"])
+    if removed:
+        InvoiceLineItem.objects.filter(id__in=[line.id for line in removed]).delete()
+    InvoiceLineItem.objects.bulk_update(updated, REFRESHED_LINE_FIELDS)
+    InvoiceLineItem.objects.bulk_create(added)
     Invoice.objects.bulk_update(invoices, ["subtotal", "tax_amount", "total", "updated_at"])
     return changed
 
 
+REFRESHED_LINE_FIELDS = ["quantity", "unit_price", "amount", "position", "details", "terms", "description"]
+
+
+def _commitment(invoice: Invoice, lines: list[InvoiceLineItem]):
+    for line in lines:
+        if line.kind == InvoiceLineItem.Kind.COMMITMENT:
+            return Decimal(line.terms["minimum_commitment"])
+    return invoice.subscription.plan.minimum_commitment
+
+
+def _line_changes(invoice, lines, drafts) -> tuple[list, list, list]:
+    """(lines to update, lines to add, lines to remove) that make the stored lines the drafts: a
+    line is the same line when its charge and kind are (the unique constraint's key)."""
+    stored = {(line.charge_id, line.kind): line for line in lines}
+    update, add = [], []
+    for draft in drafts:
+        key = (None if draft.charge is None else draft.charge.id, draft.kind)
+        line = stored.pop(key, None)
+        if line is None:
+            line = InvoiceLineItem(invoice=invoice, charge=draft.charge, kind=draft.kind)
+            line.charge_type, line.pricing_model = draft.charge_type, draft.pricing_model
+            add.append(line)
+        else:
+            update.append(line)
+        line.quantity, line.unit_price, line.amount = draft.quantity, draft.unit_price, draft.amount
+        line.position, line.details, line.terms = draft.position, draft.details_json(), draft.terms
+        line.description = draft.description
+    return update, add, list(stored.values())
+
+
 def _with_lines(queryset):
-    return queryset.select_related("customer").prefetch_related(
+    return queryset.select_related("customer", "subscription__plan").prefetch_related(
         Prefetch("line_items", queryset=InvoiceLineItem.objects.select_related("charge__meter", "invoice"))
     )
 

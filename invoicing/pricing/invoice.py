@@ -1,23 +1,44 @@
-"""What one billing period costs: a line per charge (priced by `price_charge`), subtotal, tax, total."""
+"""What one billing period costs: a line per charge (priced by `price_charge`), the true-up lines
+of minimums and commitments, subtotal, tax, total.
+
+Minimums (spec section 8): after a USAGE charge's line, a MINIMUM line for the difference when the
+line's amount is below the charge's `min_amount`; after all lines, a COMMITMENT line for the
+difference when the period's lines (true-ups included) add up to less than the plan's
+`minimum_commitment`. Both would be prorated like fixed fees on partial periods (section 9); every
+period is whole today, so they are billed in full.
+"""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from invoicing import money
 from invoicing.pricing.charges import price_charge
-from invoicing.pricing.prices import Usage
+from invoicing.pricing.prices import TierDetail, Usage
+from invoicing.pricing.terms import PricingTerms, decimal_text
+
+CHARGE, MINIMUM, COMMITMENT = "CHARGE", "MINIMUM", "COMMITMENT"
+# The models whose price needs the period's number of events (PERCENTAGE's per-event fee).
+COUNTS_EVENTS = frozenset({"PERCENTAGE"})
 
 
 @dataclass(slots=True)  # a run builds one per charge per invoice
 class LineDraft:
-    charge: object
+    charge: object  # None on the COMMITMENT line
     charge_type: str
     description: str
     quantity: Decimal
-    unit_price: Decimal
+    unit_price: Decimal | None
     amount: Decimal
     position: int
+    kind: str = CHARGE
+    pricing_model: str | None = "PER_UNIT"  # None on true-up lines
+    details: tuple[TierDetail, ...] = ()
+    terms: dict = field(default_factory=dict)  # what the line stores as `terms` (JSON)
+
+    def details_json(self) -> list[dict]:
+        return [detail.as_json() for detail in self.details]
 
 
 @dataclass
@@ -39,20 +60,138 @@ def last_day(period_end: datetime):
     return (period_end - timedelta(microseconds=1)).date()
 
 
-def price_line(charge, quantity: Decimal, currency: str, position: int) -> LineDraft:
+def counts_events(charge) -> bool:
+    """Whether pricing this charge needs the period's event count (a COUNT of its meter's code)."""
+    return charge.charge_type == "USAGE" and charge.pricing_model in COUNTS_EVENTS
+
+
+def as_usage(value) -> Usage:
+    """A `quantities` value: a Usage, or a bare quantity (no event count)."""
+    return value if isinstance(value, Usage) else Usage(value)
+
+
+def stored_usage(quantity: Decimal, terms: dict) -> Usage:
+    """The usage a billed line was priced for: its quantity, and the event count its terms kept."""
+    return Usage(quantity, int(terms.get("events", 0)) if terms else 0)
+
+
+def charge_description(charge) -> str:
+    return charge.description or (charge.meter.name if charge.meter_id else "Subscription fee")
+
+
+def price_line(
+    charge, quantity, currency: str, position: int, *, terms: PricingTerms | None = None, description=None
+) -> LineDraft:
+    """One charge's line. `quantity`: a Decimal or a Usage. `terms`: the charge's own unless given
+    (a draft refreshed with the terms it was billed with)."""
+    usage = as_usage(quantity)
     if charge.charge_type == "FIXED":
-        quantity = Decimal(1)
-    description = charge.description or (charge.meter.name if charge.meter_id else "Subscription fee")
-    price = price_charge(charge, Usage(quantity), currency, description)
+        usage = Usage(Decimal(1))
+    terms = terms or PricingTerms.from_charge(charge)
+    description = description or charge_description(charge)
+    price = price_charge(terms, usage, currency, description)
+    snapshot = terms.snapshot()
+    if terms.pricing_model in COUNTS_EVENTS:
+        snapshot["events"] = usage.events
     return LineDraft(
         charge=charge,
         charge_type=charge.charge_type,
         description=description,
-        quantity=quantity,
+        quantity=usage.quantity,
         unit_price=price.unit_price,
         amount=price.amount,
         position=position,
+        kind=CHARGE,
+        pricing_model=terms.pricing_model,
+        details=price.details,
+        terms=snapshot,
     )
+
+
+def minimum_line(line: LineDraft, min_amount: Decimal | None, currency: str, position: int):
+    """The MINIMUM true-up after a USAGE charge's line, or None when its amount reaches the minimum."""
+    if line.charge_type != "USAGE" or min_amount is None:
+        return None
+    minimum = money.round_money(min_amount, currency)
+    if line.amount >= minimum:
+        return None
+    shown = money.format_money(minimum, currency)
+    return _true_up(
+        line.charge,
+        line.charge_type,
+        f"{line.description}: minimum {shown}",
+        minimum - line.amount,
+        position,
+        MINIMUM,
+        {"min_amount": decimal_text(min_amount)},
+    )
+
+
+def commitment_line(lines: list[LineDraft], commitment: Decimal | None, currency: str, position: int):
+    """The COMMITMENT true-up after all the period's lines, or None when they reach the commitment."""
+    if commitment is None:
+        return None
+    minimum = money.round_money(commitment, currency)
+    billed = sum((line.amount for line in lines), Decimal(0))
+    if billed >= minimum:
+        return None
+    shown = money.format_money(minimum, currency)
+    return _true_up(
+        None,
+        "",
+        f"Minimum commitment {shown}",
+        minimum - billed,
+        position,
+        COMMITMENT,
+        {"minimum_commitment": decimal_text(commitment)},
+    )
+
+
+def _true_up(charge, charge_type, description, amount, position, kind, terms) -> LineDraft:
+    return LineDraft(
+        charge=charge,
+        charge_type=charge_type,
+        description=description[:200],
+        quantity=Decimal(1),
+        unit_price=amount,  # 1 x the difference
+        amount=amount,
+        position=position,
+        kind=kind,
+        pricing_model=None,
+        terms=terms,
+    )
+
+
+class Priced(NamedTuple):
+    """A charge to price for a period: its usage (a Usage or a bare quantity), and the terms and
+    description to price and show it with (the charge's own when None)."""
+
+    charge: object
+    usage: object
+    terms: PricingTerms | None = None
+    description: str | None = None
+
+
+def price_lines(priced: list[Priced], currency: str, commitment: Decimal | None) -> list[LineDraft]:
+    """The charges' lines in `priced`'s order, each USAGE line followed by its MINIMUM true-up where
+    due, then the COMMITMENT true-up where due; positions in that order. The one way a period's
+    lines are made: a new draft and a refreshed one alike."""
+    lines: list[LineDraft] = []
+    for charge, usage, terms, description in priced:
+        line = price_line(charge, usage, currency, len(lines), terms=terms, description=description)
+        lines.append(line)
+        true_up = minimum_line(line, _min_amount(line), currency, len(lines))
+        if true_up is not None:
+            lines.append(true_up)
+    true_up = commitment_line(lines, commitment, currency, len(lines))
+    if true_up is not None:
+        lines.append(true_up)
+    return lines
+
+
+def _min_amount(line: LineDraft) -> Decimal | None:
+    value = line.terms.get("min_amount")
+    return None if value is None else Decimal(value)
 
 
 def totals(amounts: list[Decimal], tax_rate: Decimal, currency: str) -> tuple[Decimal, Decimal, Decimal]:
@@ -68,12 +207,12 @@ def totals(amounts: list[Decimal], tax_rate: Decimal, currency: str) -> tuple[De
 
 
 def price_period(subscription, charges, period, quantities: dict, tax: tuple[Decimal, str]) -> InvoiceDraft:
-    """`quantities` maps each USAGE charge's id to its aggregated quantity for the period."""
+    """`quantities` maps each USAGE charge's id to its usage for the period: a Usage (quantity and
+    event count), or a bare quantity where the charge's model needs no event count."""
     currency = subscription.plan.currency
     draft = InvoiceDraft(subscription, period[0], period[1], currency, tax_rate=tax[0], tax_reason=tax[1])
-    for position, charge in enumerate(charges):
-        quantity = quantities.get(charge.id, Decimal(0))
-        draft.lines.append(price_line(charge, quantity, currency, position))
+    priced = [Priced(charge, quantities.get(charge.id, Decimal(0))) for charge in charges]
+    draft.lines = price_lines(priced, currency, getattr(subscription.plan, "minimum_commitment", None))
     draft.subtotal, draft.tax_amount, draft.total = totals(
         [line.amount for line in draft.lines], draft.tax_rate, currency
     )

@@ -2,9 +2,10 @@
 
 from invoicing import money
 from invoicing.pricing.prices import ExactPrice, Usage
+from invoicing.pricing.terms import PricingTerms
 
 
-def price(charge, usage: Usage) -> ExactPrice:
+def price(terms: PricingTerms, usage: Usage) -> ExactPrice:
     return ExactPrice(
-        amount=money.EXACT.multiply(usage.quantity, charge.unit_price), unit_price=charge.unit_price
+        amount=money.EXACT.multiply(usage.quantity, terms.unit_price), unit_price=terms.unit_price
     )

@@ -16,13 +16,34 @@ class Usage:
 class TierDetail:
     """One tier (or package, or percentage part) of a line's breakdown, exact (unrounded)."""
 
-    start: Decimal  # "from": the tier covers (start, end]
-    end: Decimal | None  # None: the open last tier
-    units: Decimal
-    unit_price: Decimal | None
+    start: Decimal | None  # "from": the tier covers (start, end]; None on PERCENTAGE's per-event fee
+    end: Decimal | None  # None: the open last tier (or the per-event fee)
+    units: Decimal  # the quantity in the tier (PERCENTAGE's per-event fee: the number of events)
+    unit_price: Decimal | None  # per unit (PACKAGE: per package)
     rate: Decimal | None  # percent, for the percentage models
     flat_fee: Decimal
     amount: Decimal
+    packages: Decimal | None = None  # PACKAGE: how many packages the units make
+
+    def as_json(self) -> dict:
+        """As a line stores it in `details`: exact decimals as plain strings, null where not applicable."""
+        return {
+            "from": _text(self.start),
+            "to": _text(self.end),
+            "units": _text(self.units),
+            "packages": _text(self.packages),
+            "unit_price": _text(self.unit_price),
+            "rate": _text(self.rate),
+            "flat_fee": _text(self.flat_fee),
+            "amount": _text(self.amount),
+        }
+
+
+def _text(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)
