@@ -486,9 +486,12 @@ DetailSerializer = type(
     "DetailSerializer",
     (serializers.Serializer,),
     {
-        "from": DecimalText(help_text="The tier covers the quantities (from, to]"),
+        "from": DecimalText(
+            allow_null=True, help_text="The tier covers the quantities (from, to]; null on a per-event fee"
+        ),
         "to": DecimalText(allow_null=True, help_text="null: the open last tier"),
-        "units": DecimalText(help_text="The part of the quantity in this tier"),
+        "units": DecimalText(help_text="The part of the quantity in this tier (a per-event fee: the events)"),
+        "packages": DecimalText(allow_null=True, help_text="PACKAGE: the packages the units make"),
         "unit_price": DecimalText(allow_null=True, help_text="null where a rate applies"),
         "rate": DecimalText(allow_null=True, help_text="Percent, for the percentage models"),
         "flat_fee": DecimalText(),

@@ -86,7 +86,9 @@ class InvoiceLineItemInline(admin.TabularInline):
     @admin.display(description="Breakdown")
     def details_shown(self, line):
         """One row a tier: "1 – 5: 5 × 7.00 EUR = 35.00 EUR" (invoicing.breakdown)."""
-        rows = readable_rows(detail_rows(line.details), line.invoice.currency, PlainFormat)
+        rows = readable_rows(
+            detail_rows(line.details), line.invoice.currency, PlainFormat, line.pricing_model
+        )
         texts = [text for row in rows for text in (row.text, row.flat_fee) if text]
         if not texts:
             return "–"

@@ -136,7 +136,7 @@ def invoice_context(invoice: Invoice) -> dict:
             quantity=fmt.number(line.quantity),
             unit_price="" if line.unit_price is None else fmt.unit_price(line.unit_price, currency),
             amount=fmt.money(line.amount, currency),
-            breakdown=readable_rows(detail_rows(line.details), currency, fmt),
+            breakdown=readable_rows(detail_rows(line.details), currency, fmt, line.pricing_model),
             note=true_up_note(line, fmt, currency),
         )
         for line in invoice.line_items.all()

@@ -246,7 +246,7 @@ class Command(BaseCommand):
                     "jobs": rng.randint(0, 6),
                     "units": rng.randint(2, 10),
                     "region": rng.choice(["eu-central", "us-east"]),
-                    "amount": round(rng.uniform(5, 500), 2),
+                    "amount": rng.randint(5, 60),
                 }
                 events.append(
                     {
