@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from invoicing import charts, documents, money, selectors, services
 from invoicing.breakdown import PlainFormat, detail_rows, readable_rows
@@ -92,7 +93,7 @@ class InvoiceLineItemInline(admin.TabularInline):
         texts = [text for row in rows for text in (row.text, row.flat_fee) if text]
         if not texts:
             return "–"
-        return format_html_join(format_html("<br>"), "{}", ((text,) for text in texts))
+        return format_html_join(mark_safe("<br>"), "{}", ((text,) for text in texts))
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("invoice")
