@@ -111,6 +111,7 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
                         usage.get(line.id) or stored_usage(line.quantity, line.terms),
                         PricingTerms.from_snapshot(line.terms, line.unit_price),
                         line.description,
+                        what=f"usage '{line.description}'",
                     )
                     for line in lines
                     if line.kind == InvoiceLineItem.Kind.CHARGE

@@ -305,6 +305,7 @@ class Charge(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self):
+        self.check_pricing_terms()
         if self._state.adding or self.pk is None:
             return
         columns = [self._meta.get_field(name).attname for name in self.LOCKED_WHEN_BILLED]
@@ -321,6 +322,26 @@ class Charge(models.Model):
                 f"charge '{self}' has been billed: its {' and '.join(changed)} cannot change; "
                 "add a new charge instead"
             )
+
+    def pricing_fields(self) -> dict:
+        return {
+            "charge_type": self.charge_type,
+            "pricing_model": self.pricing_model,
+            "min_amount": self.min_amount,
+            **{name: getattr(self, name) for name in PRICING_FIELDS},
+        }
+
+    def check_pricing_terms(self) -> None:
+        """ValidationError keyed by this model's fields when the pricing terms are invalid (spec
+        section 8; subscriptions.pricing_terms), a tier's problems under `tiers` naming the tier."""
+        from subscriptions.pricing_terms import model_field_errors, validate_charge_terms
+
+        meter = self.meter if self.meter_id is not None else None
+        errors = validate_charge_terms(
+            self.pricing_fields(), meter_aggregation=meter.aggregation_type if meter else None
+        )
+        if errors:
+            raise ValidationError(model_field_errors(errors))
 
 
 class Subscription(models.Model):

@@ -32,7 +32,6 @@ def price_charge(charge, usage: Usage, currency: str, what: str = "a line") -> C
     amount = money.round_money(exact.amount, currency)
     if abs(amount) >= money.AMOUNT_LIMIT:
         shown = f" x {money.plain(exact.unit_price)}" if exact.unit_price is not None else " units"
-        money.check_amount(
-            amount, currency, f"{what}: {money.plain(usage.quantity)}{shown} ({terms.pricing_model})"
-        )
+        model = "" if terms.pricing_model == "PER_UNIT" else f" ({terms.pricing_model})"
+        money.check_amount(amount, currency, f"{what}: {money.plain(usage.quantity)}{shown}{model}")
     return ChargePrice(amount=amount, unit_price=exact.unit_price, details=exact.details)

@@ -80,7 +80,14 @@ def charge_description(charge) -> str:
 
 
 def price_line(
-    charge, quantity, currency: str, position: int, *, terms: PricingTerms | None = None, description=None
+    charge,
+    quantity,
+    currency: str,
+    position: int,
+    *,
+    terms: PricingTerms | None = None,
+    description: str | None = None,
+    what: str | None = None,
 ) -> LineDraft:
     """One charge's line. `quantity`: a Decimal or a Usage. `terms`: the charge's own unless given
     (a draft refreshed with the terms it was billed with)."""
@@ -89,7 +96,7 @@ def price_line(
         usage = Usage(Decimal(1))
     terms = terms or PricingTerms.from_charge(charge)
     description = description or charge_description(charge)
-    price = price_charge(terms, usage, currency, description)
+    price = price_charge(terms, usage, currency, what or description)
     snapshot = terms.snapshot()
     if terms.pricing_model in COUNTS_EVENTS:
         snapshot["events"] = usage.events
@@ -170,6 +177,7 @@ class Priced(NamedTuple):
     usage: object
     terms: PricingTerms | None = None
     description: str | None = None
+    what: str | None = None  # how a refusal names the line (its description when None)
 
 
 def price_lines(priced: list[Priced], currency: str, commitment: Decimal | None) -> list[LineDraft]:
@@ -177,8 +185,10 @@ def price_lines(priced: list[Priced], currency: str, commitment: Decimal | None)
     due, then the COMMITMENT true-up where due; positions in that order. The one way a period's
     lines are made: a new draft and a refreshed one alike."""
     lines: list[LineDraft] = []
-    for charge, usage, terms, description in priced:
-        line = price_line(charge, usage, currency, len(lines), terms=terms, description=description)
+    for charge, usage, terms, description, what in priced:
+        line = price_line(
+            charge, usage, currency, len(lines), terms=terms, description=description, what=what
+        )
         lines.append(line)
         true_up = minimum_line(line, _min_amount(line), currency, len(lines))
         if true_up is not None:
