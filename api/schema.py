@@ -208,6 +208,22 @@ def _digits(text: dict, whole: int, places: int) -> dict:
     }
 
 
+# A rate is a percentage, at most 100 (subscriptions.pricing_terms.RATE_LIMIT).
+RATE_SCHEMA = {
+    "oneOf": [
+        {**PLAIN_DECIMAL_STRING, "pattern": r"^(0*100(\.0{1,6})?|0*\d{1,2}(\.\d{1,6})?)$", "example": "2.9"},
+        {"type": "number", "minimum": 0, "maximum": 100},
+    ]
+}
+
+
+def _rate(schema: dict) -> dict:
+    return {
+        **RATE_SCHEMA,
+        **{key: value for key, value in schema.items() if key in ("description", "nullable")},
+    }
+
+
 def _positive(schema: dict) -> dict:
     string, number = schema["oneOf"]
     return {
@@ -230,8 +246,8 @@ TERM_DIGITS = {
     "free_units": (20, 10),
     "rate": (6, 6),
     "fixed_fee": (14, 10),
-    "min_amount": (15, 4),
-    "minimum_commitment": (15, 4),
+    "min_amount": (14, 4),
+    "minimum_commitment": (14, 4),
 }
 TIER_DIGITS = {"up_to": (20, 10), "unit_price": (14, 10), "rate": (6, 6), "flat_fee": (14, 10)}
 
@@ -255,6 +271,7 @@ def pricing_models_decide_their_terms(result, generator, request, public):
         )
     fields = tier["properties"]
     limits = {name: _digits(fields[name], *TIER_DIGITS[name]) for name in TIER_DIGITS}
+    limits["rate"] = _rate(limits["rate"])
 
     def tier_of(price_key):
         properties = {name: limits[name] for name in ("up_to", price_key, "flat_fee")}
@@ -273,6 +290,7 @@ def pricing_models_decide_their_terms(result, generator, request, public):
     properties = charge["properties"]
     terms = {name: _digits(properties[name], *TERM_DIGITS[name]) for name in PRICING_TERMS if name != "tiers"}
     terms["package_size"] = _positive(terms["package_size"])
+    terms["rate"] = _rate(terms["rate"])
 
     def variant(charge_type, models, required_model):
         needed, optional = MODEL_TERMS[models[0]]

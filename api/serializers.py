@@ -21,8 +21,8 @@ from invoicing.breakdown import as_api, detail_rows
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.money import as_minor_units
 from metering.models import Meter
-from subscriptions.charge_terms import canonical_tiers, check_charge_terms
 from subscriptions.models import Charge, Customer, Plan, Subscription
+from subscriptions.pricing_terms import normalized_charge_terms, plan_floor_errors, validate_charge_terms
 from subscriptions.services import validate_start_at
 
 
@@ -291,29 +291,35 @@ class ChargeSerializer(StrictTypes, serializers.ModelSerializer):
             attrs["meter"] = meter
         elif code:
             raise serializers.ValidationError({"meter": "a FIXED charge has no meter"})
-        model = attrs.setdefault("pricing_model", Charge.PricingModel.PER_UNIT)
+        attrs.setdefault("pricing_model", Charge.PricingModel.PER_UNIT)
         meter = attrs.get("meter")
-        problems = check_charge_terms(
-            attrs["charge_type"], model, attrs, meter.aggregation_type if meter is not None else None
-        )
-        if problems:
-            raise serializers.ValidationError(field_map_of(problems))
-        attrs["tiers"] = canonical_tiers(model, attrs.get("tiers"))
+        errors = validate_charge_terms(attrs, meter_aggregation=meter.aggregation_type if meter else None)
+        if errors:
+            raise serializers.ValidationError(field_map_of(errors))
+        attrs.update(normalized_charge_terms(attrs))
         return attrs
 
 
-def field_map_of(problems) -> dict:
-    """TermProblems as DRF's nested field map: {"up_to": [...]} or, for a tier, as DRF answers a
-    list's items: {"tiers": {"1": {"up_to": [...]}}}."""
-    errors: dict = {}
-    for problem in problems:
-        if problem.tier is None:
-            errors.setdefault(problem.field, []).append(problem.message)
-        else:
-            tiers = errors.setdefault("tiers", {})
-            if isinstance(tiers, dict):
-                tiers.setdefault(str(problem.tier), {}).setdefault(problem.field, []).append(problem.message)
-    return errors
+TIER_PATH = re.compile(r"^tiers\[(\d+)\]\.(\w+)$")
+
+
+def field_map_of(errors: dict[str, list[str]]) -> dict:
+    """subscriptions.pricing_terms' errors by path ("tiers[1].up_to") as DRF answers a nested list's
+    items, the index as a key (as for `charges`): {"tiers": {"1": {"up_to": ["..."]}}}."""
+    answer: dict = {}
+    for path, messages in errors.items():
+        tier = TIER_PATH.match(path)
+        if tier is None:
+            if path == "tiers" and isinstance(answer.get("tiers"), dict):
+                answer["tiers"]["non_field_errors"] = messages
+            else:
+                answer[path] = messages
+            continue
+        tiers = answer.setdefault("tiers", {})
+        if isinstance(tiers, list):  # "tiers" has messages of its own too
+            tiers = answer["tiers"] = {"non_field_errors": tiers}
+        tiers.setdefault(tier[1], {}).setdefault(tier[2], []).extend(messages)
+    return answer
 
 
 class PlanSerializer(StrictTypes, serializers.ModelSerializer):
@@ -330,6 +336,13 @@ class PlanSerializer(StrictTypes, serializers.ModelSerializer):
         validators = []
 
     validate_code = unique_in_organization(Plan, "code")
+
+    def validate(self, attrs):
+        # What the plan bills whatever the usage must be an amount an invoice can hold.
+        errors = plan_floor_errors(attrs["charges"], attrs.get("minimum_commitment"))
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
     def validate_charges(self, value):
         if not value:

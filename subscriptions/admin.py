@@ -18,8 +18,8 @@ from invoicing.generator import InvoiceGenerator, RunResult
 from invoicing.manual_trigger import MORE_DUE
 from metering.services import adopt_unbound_events_for_plan
 from subscriptions import services
-from subscriptions.charge_terms import TERMS, canonical_tiers, check_charge_terms, tier_price_key
-from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
+from subscriptions.models import PRICING_FIELDS, ApiKey, Charge, Customer, Organization, Plan, Subscription
+from subscriptions.pricing_terms import normalized_charge_terms, validate_charge_terms
 
 
 @admin.register(Organization)
@@ -142,25 +142,35 @@ class ChargeForm(forms.ModelForm):
         if self.errors or not data.get("charge_type"):
             return data
         model = data.get("pricing_model") or Charge.PricingModel.PER_UNIT
-        price_key = tier_price_key(model)
-        tiers = data.get("tiers")
-        terms = {name: data.get(name) for name in TERMS if name != "tiers"}
-        if tiers is not None:
-            terms["tiers"] = [
-                {"up_to": tier.up_to, price_key: tier.price, "flat_fee": tier.flat_fee} for tier in tiers
+        price_key = "rate" if model == "GRADUATED_PERCENTAGE" else "unit_price"
+        fields = {name: data.get(name) for name in (*PRICING_FIELDS, "min_amount")}
+        fields.update(charge_type=data["charge_type"], pricing_model=model)
+        if data.get("tiers") is not None:
+            fields["tiers"] = [
+                {"up_to": tier.up_to, price_key: tier.price, "flat_fee": tier.flat_fee}
+                for tier in data["tiers"]
             ]
         meter = data.get("meter")
-        problems = check_charge_terms(
-            data["charge_type"], model, terms, meter.aggregation_type if meter is not None else None
-        )
-        for problem in problems:
-            # A tier's problem goes on the tiers box and names the tier (1-based) and its field.
-            field = "tiers" if problem.tier is not None else problem.field
-            message = str(problem) if problem.tier is not None else problem.message
-            self.add_error(field if field in self.fields else None, message)
-        if not problems:
-            data["tiers"] = canonical_tiers(model, terms.get("tiers"))
+        errors = validate_charge_terms(fields, meter_aggregation=meter.aggregation_type if meter else None)
+        for where, said_there in errors.items():
+            field, said = admin_error(where)
+            for message in said_there:
+                self.add_error(field if field in self.fields else None, f"{said}{message}")
+        if not errors:
+            data.update(normalized_charge_terms(fields))
         return data
+
+
+TIER_PATH = re.compile(r"^tiers\[(\d+)\]\.(\w+)$")
+
+
+def admin_error(path: str) -> tuple[str, str]:
+    """(form field, what the message starts with): a tier's problem goes on the tiers box and names
+    the tier as the box numbers them (from 1) and its field: "tier 2: unit_price must not be negative"."""
+    tier = TIER_PATH.match(path)
+    if tier is None:
+        return path, ""
+    return "tiers", f"tier {int(tier[1]) + 1}: {tier[2]} "
 
 
 class ChargeFormSet(forms.BaseInlineFormSet):

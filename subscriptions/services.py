@@ -16,6 +16,7 @@ from invoicing.money import is_known_currency, plain
 from metering.services import adopt_unbound_events
 from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
+from subscriptions.pricing_terms import plan_floor_errors
 
 KEY_PREFIX = "sk_live_"
 
@@ -101,6 +102,9 @@ def create_plan(
     )
     plan.full_clean()
     check_fixed_charges([spec["unit_price"] for spec in charges if spec["charge_type"] == "FIXED"])
+    floor = plan_floor_errors(charges, minimum_commitment)
+    if floor:
+        raise ValidationError(floor)
     plan.save()
     for position, spec in enumerate(charges):
         terms = {

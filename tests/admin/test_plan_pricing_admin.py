@@ -83,8 +83,8 @@ def test_a_graduated_charge_is_added_with_its_tiers_one_a_line(admin_client, org
     fee, graduated, package, percentage = plan.charges.order_by("position")
     assert graduated.tiers == [
         {"up_to": "5", "unit_price": "7", "flat_fee": "2"},
-        {"up_to": "10", "unit_price": "6.5"},
-        {"up_to": None, "unit_price": "6"},
+        {"up_to": "10", "unit_price": "6.5", "flat_fee": "0"},
+        {"up_to": None, "unit_price": "6", "flat_fee": "0"},
     ]
     assert (graduated.unit_price, graduated.min_amount) == (None, Decimal("100.0000"))
     assert (package.package_size, package.free_units, package.unit_price) == (
@@ -104,17 +104,18 @@ PROBLEMS = [
     (
         {**GRADUATED, "tiers": "10 7\n5 6\ninf 5"},
         "tiers",
-        "tier 2: up_to must be more than tier 1&#x27;s up_to (10): limits strictly increase",
+        "tier 2: up_to must be greater than the previous tier&#x27;s up_to (10): "
+        "tiers go in increasing order",
     ),
     (
         {**VOLUME, "tiers": "5 7\n10 6"},
         "tiers",
-        "tier 2: up_to must be null: the last tier has no limit (add one after it)",
+        "tier 2: up_to the last tier&#x27;s up_to must be null (no upper limit)",
     ),
     (
         {**VOLUME, "tiers": "inf 7\ninf 6"},
         "tiers",
-        "tier 1: up_to only the last tier may have no limit (null)",
+        "tier 1: up_to only the last tier may have no upper limit (null)",
     ),
     ({**GRADUATED, "tiers": "5 7 -1\ninf 6"}, "tiers", "tier 1: flat_fee must not be negative"),
     ({**GRADUATED, "tiers": "5 seven\ninf 6"}, "tiers", "tier 1: price &#x27;seven&#x27; is not a number"),
@@ -127,14 +128,14 @@ PROBLEMS = [
     (
         {"pricing_model": "PACKAGE", "unit_price": "5", "package_size": "0"},
         "package_size",
-        "must be more than 0",
+        "must be greater than 0",
     ),
     ({"unit_price": "-1"}, "unit_price", "must not be negative"),
-    ({"unit_price": "1", "rate": "2"}, "rate", "not a term of a PER_UNIT charge (only of PERCENTAGE)"),
+    ({"unit_price": "1", "rate": "2"}, "rate", "not used by a PER_UNIT charge: it uses unit_price"),
     (
         {"pricing_model": "PERCENTAGE", "rate": "2.9"},
         "meter",
-        "a PERCENTAGE charge needs a SUM meter (of transaction amounts), not COUNT",
+        "a PERCENTAGE charge takes a percentage of amounts: its meter must be a SUM meter, not COUNT",
     ),
 ]
 

@@ -56,7 +56,7 @@ def test_each_model_round_trips_with_its_terms(api, meters):
             pricing_model="VOLUME",
             tiers=[
                 {"up_to": "100.5", "unit_price": "0.5", "flat_fee": "2"},
-                {"up_to": None, "unit_price": "0.25"},
+                {"up_to": None, "unit_price": "0.25", "flat_fee": "0.00"},
             ],
         ),  # fmt: skip
         usage("storage", pricing_model="PACKAGE", package_size=100, unit_price="5.00", free_units=100),
@@ -64,7 +64,10 @@ def test_each_model_round_trips_with_its_terms(api, meters):
         usage(
             "payments",
             pricing_model="GRADUATED_PERCENTAGE",
-            tiers=[{"up_to": "1000", "rate": "3"}, {"up_to": None, "rate": "1.5", "flat_fee": "10"}],
+            tiers=[
+                {"up_to": "1000", "rate": "3", "flat_fee": "0.00"},
+                {"up_to": None, "rate": "1.5", "flat_fee": "10"},
+            ],
         ),  # fmt: skip
         minimum_commitment="500.00",
     )
@@ -81,9 +84,9 @@ def test_each_model_round_trips_with_its_terms(api, meters):
             **nothing,
             "pricing_model": "GRADUATED",
             "tiers": [
-                {"up_to": "5", "unit_price": "7.00"},
-                {"up_to": "10", "unit_price": "6.50"},
-                {"up_to": None, "unit_price": "6.00"},
+                {"up_to": "5", "unit_price": "7.00", "flat_fee": "0.00"},
+                {"up_to": "10", "unit_price": "6.50", "flat_fee": "0.00"},
+                {"up_to": None, "unit_price": "6.00", "flat_fee": "0.00"},
             ],
             "min_amount": "100.00",
         },
@@ -92,7 +95,7 @@ def test_each_model_round_trips_with_its_terms(api, meters):
             "pricing_model": "VOLUME",
             "tiers": [
                 {"up_to": "100.5", "unit_price": "0.50", "flat_fee": "2.00"},
-                {"up_to": None, "unit_price": "0.25"},
+                {"up_to": None, "unit_price": "0.25", "flat_fee": "0.00"},
             ],
         },
         {
@@ -106,16 +109,19 @@ def test_each_model_round_trips_with_its_terms(api, meters):
         {
             **nothing,
             "pricing_model": "GRADUATED_PERCENTAGE",
-            "tiers": [{"up_to": "1000", "rate": "3"}, {"up_to": None, "rate": "1.5", "flat_fee": "10.00"}],
+            "tiers": [
+                {"up_to": "1000", "rate": "3", "flat_fee": "0.00"},
+                {"up_to": None, "rate": "1.5", "flat_fee": "10.00"},
+            ],
         },
     ]
     assert api.get(f"/api/v1/plans/{plan['id']}").json() == plan
-    # Stored as the database keeps tiers: decimal strings, the last up_to null, flat_fee only when not 0.
+    # Stored as the database keeps tiers: decimal strings, the last up_to null, flat_fee spelled out.
     graduated = Charge.objects.get(plan_id=plan["id"], pricing_model="GRADUATED")
     assert graduated.tiers == [
-        {"up_to": "5", "unit_price": "7"},
-        {"up_to": "10", "unit_price": "6.5"},
-        {"up_to": None, "unit_price": "6"},
+        {"up_to": "5", "unit_price": "7", "flat_fee": "0"},
+        {"up_to": "10", "unit_price": "6.5", "flat_fee": "0"},
+        {"up_to": None, "unit_price": "6", "flat_fee": "0"},
     ]
     assert graduated.unit_price is None and graduated.min_amount == Decimal("100.0000")
     assert Plan.objects.get(id=plan["id"]).minimum_commitment == Decimal("500.0000")
@@ -156,8 +162,8 @@ def test_json_numbers_are_read_exactly_like_decimal_strings(api, meters):
         Decimal("1000"),
     )
     assert graduated.tiers == [
-        {"up_to": "100.5", "unit_price": "0.0001"},
-        {"up_to": None, "unit_price": "0.00005"},
+        {"up_to": "100.5", "unit_price": "0.0001", "flat_fee": "0"},
+        {"up_to": None, "unit_price": "0.00005", "flat_fee": "0"},
     ]
 
 
@@ -183,20 +189,27 @@ def test_every_rule_is_a_400_naming_the_field_and_the_tier(api, meters):
     graduated = usage(pricing_model="GRADUATED", tiers=STRIPE_TIERS)
 
     def tiers(*rows, model="GRADUATED"):
-        return refused(api, usage(pricing_model=model, tiers=list(rows)))["charges"]["0"]
+        meter = "payments" if model == "GRADUATED_PERCENTAGE" else "api_calls"
+        return refused(api, usage(meter, pricing_model=model, tiers=list(rows)))["charges"]["0"]
 
     # Out of order, a missing or an early null, a negative price: the tier's index (0-based) and field.
     assert tiers(
         {"up_to": 10, "unit_price": 1}, {"up_to": 5, "unit_price": 1}, {"up_to": None, "unit_price": 1}
-    ) == {"tiers": {"1": {"up_to": ["must be more than tier 1's up_to (10): limits strictly increase"]}}}
+    ) == {
+        "tiers": {
+            "1": {
+                "up_to": ["must be greater than the previous tier's up_to (10): tiers go in increasing order"]
+            }
+        }
+    }
     assert tiers({"up_to": 5, "unit_price": 1}, {"up_to": 10, "unit_price": 1}) == {
-        "tiers": {"1": {"up_to": ["must be null: the last tier has no limit (add one after it)"]}}
+        "tiers": {"1": {"up_to": ["the last tier's up_to must be null (no upper limit)"]}}
     }
     assert tiers({"up_to": None, "unit_price": 1}, {"up_to": None, "unit_price": 1}) == {
-        "tiers": {"0": {"up_to": ["only the last tier may have no limit (null)"]}}
+        "tiers": {"0": {"up_to": ["only the last tier may have no upper limit (null)"]}}
     }
     assert tiers({"up_to": 0, "unit_price": 1}, {"up_to": None, "unit_price": 1}) == {
-        "tiers": {"0": {"up_to": ["must be more than 0"]}}
+        "tiers": {"0": {"up_to": ["must be greater than 0"]}}
     }
     assert tiers({"up_to": 5, "unit_price": "1"}, {"up_to": None, "unit_price": "-6.00"}) == {
         "tiers": {"1": {"unit_price": ["must not be negative"]}}
@@ -205,24 +218,24 @@ def test_every_rule_is_a_400_naming_the_field_and_the_tier(api, meters):
         "tiers": {"0": {"flat_fee": ["must not be negative"]}}
     }
     assert tiers({"up_to": 5}, {"up_to": None, "unit_price": "1"}) == {
-        "tiers": {"0": {"unit_price": ["required in each tier of a GRADUATED charge"]}}
+        "tiers": {"0": {"unit_price": ["required"]}}
     }
     assert tiers({"unit_price": "1"}) == {"tiers": {"0": {"up_to": ["This field is required."]}}}
     assert tiers({"up_to": None, "unit_price": "1", "rate": "2"}) == {
-        "tiers": {"0": {"rate": ["not a field of a GRADUATED tier (it has unit_price)"]}}
+        "tiers": {"0": {"rate": ["these tiers are priced by unit_price, not rate"]}}
     }
     assert tiers({"up_to": None, "unit_price": "1"}, model="GRADUATED_PERCENTAGE") == {
         "tiers": {
             "0": {
-                "rate": ["required in each tier of a GRADUATED_PERCENTAGE charge"],
-                "unit_price": ["not a field of a GRADUATED_PERCENTAGE tier (it has rate)"],
+                "rate": ["required"],
+                "unit_price": ["these tiers are priced by rate, not unit_price"],
             }
         }
     }
     assert tiers({"up_to": None, "price": "1"}) == {
         "tiers": {"0": {"price": ["not a tier field: a tier has up_to, unit_price or rate, flat_fee"]}}
     }
-    assert tiers() == {"tiers": ["at least one tier, the last with up_to null"]}
+    assert tiers() == {"tiers": ["a non-empty list of tiers, the last with up_to null"]}
     assert tiers(
         *[{"up_to": n, "unit_price": 1} for n in range(1, 26)], {"up_to": None, "unit_price": 1}
     ) == {"tiers": ["at most 25 tiers"]}
@@ -235,13 +248,13 @@ def test_every_rule_is_a_400_naming_the_field_and_the_tier(api, meters):
 
     assert charge(pricing_model="GRADUATED") == {"tiers": ["required for a GRADUATED charge"]}
     assert charge(pricing_model="GRADUATED", tiers=STRIPE_TIERS, unit_price="1") == {
-        "unit_price": ["not a term of a GRADUATED charge (only of PER_UNIT, PACKAGE)"]
+        "unit_price": ["not used by a GRADUATED charge: it uses tiers"]
     }
     assert charge(unit_price="1", package_size=10) == {
-        "package_size": ["not a term of a PER_UNIT charge (only of PACKAGE)"]
+        "package_size": ["not used by a PER_UNIT charge: it uses unit_price"]
     }
     assert charge(pricing_model="PACKAGE", unit_price="5", package_size=0) == {
-        "package_size": ["must be more than 0"]
+        "package_size": ["must be greater than 0"]
     }
     assert charge(pricing_model="PACKAGE", unit_price="5") == {
         "package_size": ["required for a PACKAGE charge"]
@@ -250,7 +263,9 @@ def test_every_rule_is_a_400_naming_the_field_and_the_tier(api, meters):
         "package_size": ["must not be negative"]
     }
     assert charge(pricing_model="PERCENTAGE", rate="2.9") == {
-        "meter": ["a PERCENTAGE charge needs a SUM meter (of transaction amounts), not COUNT"]
+        "meter": [
+            "a PERCENTAGE charge takes a percentage of amounts: its meter must be a SUM meter, not COUNT"
+        ]
     }
     assert charge(meter="payments", pricing_model="PERCENTAGE", rate="-1") == {
         "rate": ["must not be negative"]
@@ -264,7 +279,7 @@ def test_every_rule_is_a_400_naming_the_field_and_the_tier(api, meters):
     assert charge(unit_price="1", min_amount="-5") == {"min_amount": ["must not be negative"]}
     fixed = refused(api, {"charge_type": "FIXED", "pricing_model": "GRADUATED", "tiers": STRIPE_TIERS})
     assert fixed == {
-        "charges": {"0": {"pricing_model": ["a FIXED charge is PER_UNIT: its unit_price once per period"]}}
+        "charges": {"0": {"pricing_model": ["a FIXED charge is PER_UNIT: its unit price, once per period"]}}
     }
     fixed = refused(api, {"charge_type": "FIXED", "unit_price": "1", "min_amount": "5"})
     assert fixed == {"charges": {"0": {"min_amount": ["only a USAGE charge has a minimum"]}}}

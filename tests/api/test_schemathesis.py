@@ -45,9 +45,10 @@ STORED_DATA_SAYS_NO = re.compile(
 # bound them), tiers whose up_to strictly increase with only the last one null, and that a
 # PERCENTAGE charge's meter (stored data) aggregates by SUM.
 SCHEMA_CANNOT_SAY = re.compile(
-    r"^(Ensure that there are no more than \d+ (digits in total|decimal places)\.$"
-    r"|must be more than (0|tier )|only the last tier may have no limit|must be null: the last tier"
-    r"|a PERCENTAGE charge needs a SUM meter)"
+    r"^(Ensure that there are no more than \d+ (digits in total|decimal places)\.$|at most \d+ decimal places"
+    r"|must be greater than (0|the previous tier)|only the last tier may have no upper limit"
+    r"|the last tier's up_to must be null|a \w+ charge takes a percentage of amounts"
+    r"|the tiers up to .* would bill|what the plan bills whatever the usage|the FIXED charges add up to)"
 )
 
 
