@@ -22,7 +22,7 @@ from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.money import as_minor_units
 from metering.models import Meter
 from subscriptions.models import Charge, Customer, Plan, Subscription
-from subscriptions.pricing_terms import normalized_charge_terms, plan_floor_errors, validate_charge_terms
+from subscriptions.pricing_terms import normalized_charge_terms, validate_charge_terms
 from subscriptions.services import validate_start_at
 
 
@@ -336,13 +336,6 @@ class PlanSerializer(StrictTypes, serializers.ModelSerializer):
         validators = []
 
     validate_code = unique_in_organization(Plan, "code")
-
-    def validate(self, attrs):
-        # What the plan bills whatever the usage must be an amount an invoice can hold.
-        errors = plan_floor_errors(attrs["charges"], attrs.get("minimum_commitment"))
-        if errors:
-            raise serializers.ValidationError(errors)
-        return attrs
 
     def validate_charges(self, value):
         if not value:

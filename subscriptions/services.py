@@ -102,6 +102,8 @@ def create_plan(
     )
     plan.full_clean()
     check_fixed_charges([spec["unit_price"] for spec in charges if spec["charge_type"] == "FIXED"])
+    # What the plan bills whatever the usage (the first tiers' flat fees, minimums, the commitment
+    # too) must be an amount an invoice can hold.
     floor = plan_floor_errors(charges, minimum_commitment)
     if floor:
         raise ValidationError(floor)

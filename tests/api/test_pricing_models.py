@@ -311,3 +311,22 @@ def test_the_schema_shows_the_tier_shapes_and_the_models(client, db):
     assert components["Charge"]["properties"]["rate"]["type"] == "string"
     line = components["LineItem"]["properties"]
     assert {"kind", "pricing_model", "details"} <= set(line)
+
+
+def test_a_plan_whose_floor_no_invoice_can_hold_is_refused(api, meters):
+    # Billed whatever the usage: the first tier's flat fee, the minimum and the commitment.
+    tiers = [
+        {"up_to": 5, "unit_price": "1", "flat_fee": "60000000000000"},
+        {"up_to": None, "unit_price": "1"},
+    ]
+    answer = refused(
+        api,
+        usage(pricing_model="GRADUATED", tiers=tiers, min_amount="30000000000000"),
+        minimum_commitment="10000000000000",
+    )
+    assert answer == {
+        "charges": [
+            "what the plan bills whatever the usage (fixed charges, first-tier flat fees, minimums and the "
+            "commitment) adds up to 100000000000000: it must stay below 100000000000000"
+        ]
+    }
