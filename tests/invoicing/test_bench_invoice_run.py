@@ -218,12 +218,13 @@ def test_pricing_mix_gives_sum_meters_percentage_and_the_others_each_model_in_tu
 
 def test_bench_with_a_pricing_mix_bills_every_model(tmp_path):
     completed = bench(
-        *("--subscriptions", "6", "--events", "900", "--usage-charges", "5", "--pricing-mix"),
+        # The size of the test above: a smaller set's floor is too short to time to 0.1 ms.
+        *("--subscriptions", "20", "--events", "2000", "--usage-charges", "5", "--pricing-mix"),
         *("--repeat", "1", "--database", str(tmp_path / "bench.sqlite3")),
         database_url=f"sqlite:///{tmp_path / 'app.sqlite3'}",
     )
     result = result_of(completed)
-    check(result, 6, 900, repeat=1)
+    check(result, 20, 2000, repeat=1)
     assert result["pricing_models"] == ["GRADUATED", "PERCENTAGE", "VOLUME", "PACKAGE", "PER_UNIT"]
     assert "pricing models" in completed.stdout
     # The run priced each model: every invoice has a line per charge, and the tiered ones a breakdown.
@@ -234,9 +235,9 @@ def test_bench_with_a_pricing_mix_bills_every_model(tmp_path):
         ).fetchall()
     db.close()
     assert lines == [
-        ("GRADUATED", 6, 6),
-        ("PACKAGE", 6, 6),
-        ("PERCENTAGE", 6, 6),
-        ("PER_UNIT", 12, 0),  # the fixed fee and the PER_UNIT usage charge
-        ("VOLUME", 6, 6),
+        ("GRADUATED", 20, 20),
+        ("PACKAGE", 20, 20),
+        ("PERCENTAGE", 20, 20),
+        ("PER_UNIT", 40, 0),  # the fixed fee and the PER_UNIT usage charge
+        ("VOLUME", 20, 20),
     ]
