@@ -331,7 +331,13 @@ class InvoiceLineItem(models.Model):
                 name="invoice_line_not_negative",
             ),
             models.CheckConstraint(
-                condition=Q(kind="CHARGE", charge__isnull=False, pricing_model__in=PRICING_MODELS)
+                # pricing_model NOT NULL spelled out: `NULL IN (...)` is NULL, which a CHECK lets pass.
+                condition=Q(
+                    kind="CHARGE",
+                    charge__isnull=False,
+                    pricing_model__isnull=False,
+                    pricing_model__in=PRICING_MODELS,
+                )
                 | Q(kind="MINIMUM", charge__isnull=False, pricing_model__isnull=True)
                 | Q(kind="COMMITMENT", charge__isnull=True, pricing_model__isnull=True),
                 name="invoice_line_kind_matches_charge",

@@ -332,16 +332,19 @@ class Charge(models.Model):
         }
 
     def check_pricing_terms(self) -> None:
-        """ValidationError keyed by this model's fields when the pricing terms are invalid (spec
-        section 8; subscriptions.pricing_terms), a tier's problems under `tiers` naming the tier."""
-        from subscriptions.pricing_terms import model_field_errors, validate_charge_terms
+        """ValidationError when the pricing terms are invalid (spec section 8,
+        subscriptions.pricing_terms): messages naming their field path ("tiers[1].up_to: ..."), not
+        keyed by field -- a ModelForm without that field (e.g. an admin inline without `tiers`) would
+        raise ValueError on a key it does not have. The API and forms that want field-keyed errors call
+        validate_charge_terms themselves."""
+        from subscriptions.pricing_terms import error_messages, validate_charge_terms
 
         meter = self.meter if self.meter_id is not None else None
         errors = validate_charge_terms(
             self.pricing_fields(), meter_aggregation=meter.aggregation_type if meter else None
         )
         if errors:
-            raise ValidationError(model_field_errors(errors))
+            raise ValidationError(error_messages(errors))
 
 
 class Subscription(models.Model):

@@ -276,6 +276,11 @@ def model_field_errors(errors: dict[str, list[str]]) -> dict[str, list[str]]:
     return fields
 
 
+def error_messages(errors: dict[str, list[str]]) -> list[str]:
+    """Each message prefixed with its path: ["tiers[1].up_to: must be greater ...", ...]."""
+    return [f"{path}: {message}" for path, messages in errors.items() for message in messages]
+
+
 def normalized_charge_terms(fields: dict) -> dict:
     """The pricing fields as stored, after validate_charge_terms passed: Decimals, None for what the
     model does not use, tiers as canonical decimal strings with flat_fee spelled out."""

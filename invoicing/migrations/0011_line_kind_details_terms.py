@@ -105,6 +105,7 @@ class Migration(migrations.Migration):
                                 "GRADUATED_PERCENTAGE",
                             ],
                         ),
+                        ("pricing_model__isnull", False),
                     ),
                     models.Q(("charge__isnull", False), ("kind", "MINIMUM"), ("pricing_model__isnull", True)),
                     models.Q(
