@@ -160,6 +160,13 @@ class ChargeForm(forms.ModelForm):
             data.update(normalized_charge_terms(fields))
         return data
 
+    def _post_clean(self):
+        # A problem is already said on its field. The model's own check (Charge.clean) would say it
+        # again, without the field, about an instance that lacks the value refused.
+        if self._errors:
+            return
+        super()._post_clean()
+
 
 TIER_PATH = re.compile(r"^tiers\[(\d+)\]\.(\w+)$")
 

@@ -14,9 +14,14 @@ from django_countries import countries
 
 from invoicing.money import is_known_currency, plain
 from metering.services import adopt_unbound_events
-from subscriptions.models import ApiKey, Charge, Customer, Organization, Plan, Subscription
+from subscriptions.models import PRICING_FIELDS, ApiKey, Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
-from subscriptions.pricing_terms import plan_floor_errors
+from subscriptions.pricing_terms import (
+    model_field_errors,
+    normalized_charge_terms,
+    plan_floor_errors,
+    validate_charge_terms,
+)
 
 KEY_PREFIX = "sk_live_"
 
@@ -109,19 +114,20 @@ def create_plan(
         raise ValidationError(floor)
     plan.save()
     for position, spec in enumerate(charges):
-        terms = {
-            name: None if spec.get(name) is None else Decimal(str(spec[name]))
-            for name in ("unit_price", "package_size", "free_units", "rate", "fixed_fee", "min_amount")
-        }
+        fields = {name: spec.get(name) for name in (*PRICING_FIELDS, "min_amount")}
+        fields.update(charge_type=spec["charge_type"], pricing_model=spec.get("pricing_model") or "PER_UNIT")
+        meter = spec.get("meter")
+        errors = validate_charge_terms(fields, meter_aggregation=meter.aggregation_type if meter else None)
+        if errors:
+            raise ValidationError(model_field_errors(errors))
         charge = Charge(
             plan=plan,
             charge_type=spec["charge_type"],
-            meter=spec.get("meter"),
+            meter=meter,
             description=spec.get("description", ""),
-            pricing_model=spec.get("pricing_model") or Charge.PricingModel.PER_UNIT,
-            tiers=spec.get("tiers"),
             position=position,
-            **terms,
+            # Decimals, and tiers as the database keeps them (plain decimal strings).
+            **normalized_charge_terms(fields),
         )
         if charge.charge_type == Charge.ChargeType.USAGE and charge.meter is None:
             raise ValidationError({"meter": "a USAGE charge needs a meter"})

@@ -147,7 +147,7 @@ def test_each_problem_is_said_on_its_field_naming_the_tier(
     answer = add(admin_client, plan_form(organization, charge))
     assert answer.status_code == 200
     errors = answer.context["inline_admin_formsets"][0].formset.errors[0]
-    assert field in errors, errors
+    assert list(errors) == [field], errors  # on its field only, said once
     assert message in answer.content.decode()
     assert Plan.objects.count() == 0 and Charge.objects.count() == 0
 
