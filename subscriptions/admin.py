@@ -19,7 +19,7 @@ from invoicing.manual_trigger import MORE_DUE
 from metering.services import adopt_unbound_events_for_plan
 from subscriptions import services
 from subscriptions.models import PRICING_FIELDS, ApiKey, Charge, Customer, Organization, Plan, Subscription
-from subscriptions.pricing_terms import normalized_charge_terms, validate_charge_terms
+from subscriptions.pricing_terms import normalized_charge_terms, plan_floor_errors, validate_charge_terms
 
 
 @admin.register(Organization)
@@ -187,6 +187,15 @@ class ChargeFormSet(forms.BaseInlineFormSet):
             meter = getattr(form, "cleaned_data", {}).get("meter")
             if meter is not None and meter.organization_id != self.instance.organization_id:
                 form.add_error("meter", "The meter belongs to another organization than the plan.")
+        # What the plan bills whatever the usage must be an amount an invoice can hold (as the API).
+        kept = [
+            form.cleaned_data
+            for form in self.forms
+            if getattr(form, "cleaned_data", None) and not form.cleaned_data.get("DELETE")
+        ]
+        floor = plan_floor_errors(kept, self.instance.minimum_commitment)
+        if floor:
+            raise ValidationError([message for said in floor.values() for message in said])
 
 
 class ChargeInline(admin.StackedInline):

@@ -157,3 +157,22 @@ def test_a_negative_minimum_commitment_is_refused_on_its_field(admin_client, org
     assert answer.status_code == 200
     assert answer.context["adminform"].form.errors == {"minimum_commitment": ["must not be negative"]}
     assert Plan.objects.count() == 0
+
+
+def test_a_plan_whose_floor_no_invoice_can_hold_is_refused_above_its_charges(admin_client, organization):
+    # Billed whatever the usage: the fixed fee, the first tier's flat fee and the commitment.
+    answer = add(
+        admin_client,
+        plan_form(
+            organization,
+            {"charge_type": "FIXED", "meter": "", "unit_price": "50000000000000"},
+            {"pricing_model": "GRADUATED", "tiers": "5 1 40000000000000\ninf 1"},
+            minimum_commitment="10000000000000",
+        ),
+    )
+    assert answer.status_code == 200
+    assert answer.context["inline_admin_formsets"][0].formset.non_form_errors() == [
+        "what the plan bills whatever the usage (fixed charges, first-tier flat fees, minimums and the "
+        "commitment) adds up to 100000000000000: it must stay below 100000000000000"
+    ]
+    assert Plan.objects.count() == 0
