@@ -336,8 +336,9 @@ class Charge(models.Model):
         subscriptions.pricing_terms): messages naming their field path ("tiers[1].up_to: ..."), not
         keyed by field -- a ModelForm without that field (e.g. an admin inline without `tiers`) would
         raise ValueError on a key it does not have. The API and forms that want field-keyed errors call
-        validate_charge_terms themselves."""
-        from subscriptions.pricing_terms import error_messages, validate_charge_terms
+        validate_charge_terms themselves. Valid tiers are rewritten in their stored form (numbers as
+        canonical decimal strings, flat_fee spelled out)."""
+        from subscriptions.pricing_terms import canonical_tiers, error_messages, validate_charge_terms
 
         meter = self.meter if self.meter_id is not None else None
         errors = validate_charge_terms(
@@ -345,6 +346,8 @@ class Charge(models.Model):
         )
         if errors:
             raise ValidationError(error_messages(errors))
+        if self.tiers is not None:  # as the database's check expects them: canonical decimal strings
+            self.tiers = canonical_tiers(self.tiers, self.pricing_model)
 
 
 class Subscription(models.Model):

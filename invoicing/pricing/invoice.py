@@ -95,6 +95,10 @@ def price_line(
     if charge.charge_type == "FIXED":
         usage = Usage(Decimal(1))
     terms = terms or PricingTerms.from_charge(charge)
+    if terms.pricing_model in COUNTS_EVENTS and not isinstance(quantity, Usage):
+        # Never bill a per-event fee as if the period had no events: a caller that did not ask the
+        # COUNT question (see counts_events) is a bug, not a zero.
+        raise TypeError(f"a {terms.pricing_model} charge needs Usage(quantity, events), not a bare quantity")
     description = description or charge_description(charge)
     price = price_charge(terms, usage, currency, what or description)
     snapshot = terms.snapshot()

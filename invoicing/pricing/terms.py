@@ -33,23 +33,27 @@ class PricingTerms:
 
     @classmethod
     def from_charge(cls, charge) -> "PricingTerms":
-        """`charge`: a Charge, or anything with its pricing fields. Cached on a Charge instance: the
-        invoice run prices one charge for many subscriptions and periods."""
+        """`charge`: a Charge, or anything with its pricing fields. Cached on a Charge instance (the
+        invoice run prices one charge for many subscriptions and periods), keyed by the fields' values,
+        so a charge changed in memory is parsed again."""
+        fields = tuple(getattr(charge, name, None) for name in _CHARGE_FIELDS)
         cached = getattr(charge, "_pricing_terms", None)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] == fields:
+            return cached[1]
+        model, unit_price, tiers, package_size, free_units, rate, fixed_fee, min_amount = fields
         terms = cls(
-            pricing_model=charge.pricing_model,
-            unit_price=charge.unit_price,
-            tiers=parse_tiers(getattr(charge, "tiers", None)),
-            package_size=getattr(charge, "package_size", None),
-            free_units=getattr(charge, "free_units", None) or Decimal(0),
-            rate=getattr(charge, "rate", None),
-            fixed_fee=getattr(charge, "fixed_fee", None) or Decimal(0),
-            min_amount=getattr(charge, "min_amount", None),
+            pricing_model=model,
+            unit_price=unit_price,
+            tiers=parse_tiers(tiers),
+            package_size=package_size,
+            free_units=free_units or Decimal(0),
+            rate=rate,
+            fixed_fee=fixed_fee or Decimal(0),
+            min_amount=min_amount,
         )
         try:
-            charge._pricing_terms = terms
+            # A copy of the tiers: a list changed in place must not match its own cached key.
+            charge._pricing_terms = (tuple(_frozen(value) for value in fields), terms)
         except AttributeError:  # a tuple or slotted copy: parse again next time
             pass
         return terms
@@ -85,6 +89,27 @@ class PricingTerms:
         if self.tiers:
             stored["tiers"] = [tier_json(tier) for tier in self.tiers]
         return stored
+
+
+_CHARGE_FIELDS = (
+    "pricing_model",
+    "unit_price",
+    "tiers",
+    "package_size",
+    "free_units",
+    "rate",
+    "fixed_fee",
+    "min_amount",
+)
+
+
+def _frozen(value):
+    """A value as compared with the live one later: lists and dicts deep-copied."""
+    if isinstance(value, list):
+        return [_frozen(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _frozen(item) for key, item in value.items()}
+    return value
 
 
 def decimal_text(value: Decimal) -> str:

@@ -196,6 +196,15 @@ def test_amounts_round_half_up_once_per_line():
     assert amount("GRADUATED", "3", "KWD", tiers=[{"up_to": None, "unit_price": "0.0005"}]) == D("0.002")
 
 
+def test_a_charge_changed_in_memory_is_priced_with_its_new_terms():
+    charge = _charge(1, model="GRADUATED", tiers=[dict(tier) for tier in STRIPE])
+    assert price_charge(charge, Usage(D(6)), "EUR").amount == D("41.50")
+    charge.tiers[1]["unit_price"] = "6.00"  # changed in place
+    assert price_charge(charge, Usage(D(6)), "EUR").amount == D("41.00")
+    charge.pricing_model = "VOLUME"
+    assert price_charge(charge, Usage(D(6)), "EUR").amount == D("36.00")
+
+
 def test_every_pricing_model_has_its_module():
     assert set(MODELS) == set(Charge.PricingModel.values)
 
@@ -276,6 +285,13 @@ def test_a_period_above_the_commitment_gets_no_true_up():
     lines, subtotal = _period([fee, usage], {2: D(25)}, commitment=D("200.00"))
     assert lines == [("CHARGE", "Platform", D("99.00")), ("CHARGE", "API calls", D("150.00"))]
     assert subtotal == D("249.00")
+
+
+def test_a_percentage_charge_is_never_priced_without_its_event_count():
+    payments = _charge(1, model="PERCENTAGE", rate=D("2.9"), fixed_fee=D("0.30"))
+    with pytest.raises(TypeError, match="needs Usage"):
+        _period([payments], {1: D(100)})
+    assert _period([payments], {1: Usage(D(100), 1)})[1] == D("3.20")
 
 
 # -- through the real invoice run ----------------------------------------------------------------
@@ -777,6 +793,19 @@ def test_charge_save_refuses_invalid_terms_naming_the_tier(shop):
     with pytest.raises(ValidationError) as refused:
         charge.save()
     assert refused.value.messages == ["tiers[1].up_to: the last tier's up_to must be null (no upper limit)"]
+
+
+def test_charge_save_stores_valid_tiers_in_their_canonical_form(shop):
+    meter = MeterFactory(organization=shop.org)
+    tiers = [{"up_to": 5, "unit_price": 7}, {"up_to": None, "unit_price": D("6.50"), "flat_fee": "1.0"}]
+    charge = Charge.objects.create(
+        plan=shop.plan, charge_type="USAGE", meter=meter, pricing_model="VOLUME", tiers=tiers
+    )
+    charge.refresh_from_db()
+    assert charge.tiers == [
+        {"up_to": "5", "unit_price": "7", "flat_fee": "0"},
+        {"up_to": None, "unit_price": "6.5", "flat_fee": "1"},
+    ]
 
 
 def test_normalized_terms_are_what_the_database_expects(shop):
