@@ -1,7 +1,11 @@
+import codecs
+from decimal import Decimal
+
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, get_encoding
+from rest_framework.utils import json
 
 # The deepest body the API reads: an event batch is 4 levels ({"events": [{"properties": {...}}]}),
 # a plan 3. Python's JSON decoder itself gives up near 1000 levels with a RecursionError, and
@@ -29,12 +33,34 @@ class LimitedJSONParser(JSONParser):
             if declared and declared.isdigit() and int(declared) > limit:
                 raise RequestTooLarge(f"request body is larger than {limit} bytes")
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = self.load(stream, parser_context or {})
         except RecursionError:
             raise ParseError(TOO_DEEP) from None
         if nests_deeper_than(data, MAX_NESTING):
             raise ParseError(TOO_DEEP)
         return data
+
+    # float: what DRF's JSONParser reads a JSON number with a fraction as.
+    parse_float = float
+
+    def load(self, stream, parser_context: dict):
+        """DRF's JSONParser.parse, with `parse_float`."""
+        encoding = get_encoding(parser_context)
+        try:
+            return json.load(
+                codecs.getreader(encoding)(stream),
+                parse_constant=json.strict_constant if self.strict else None,
+                parse_float=self.parse_float,
+            )
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class ExactNumbersJSONParser(LimitedJSONParser):
+    """For bodies that carry prices as JSON numbers (plans, spec section 8): 2.9 is read as
+    Decimal("2.9") exactly as written, never through a binary float (0.1 + 0.2 != 0.3)."""
+
+    parse_float = Decimal
 
 
 def nests_deeper_than(data, limit: int) -> bool:

@@ -9,11 +9,20 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from api.schema import DECIMAL_STRING, ID_OR_DIGITS_SCHEMA, MAX_ID, country_schema, currency_schema
+from api.schema import (
+    DECIMAL_STRING,
+    ID_OR_DIGITS_SCHEMA,
+    MAX_ID,
+    TERM_NUMBER_SCHEMA,
+    country_schema,
+    currency_schema,
+)
 from core.money import as_minor_units
-from invoicing.models import Invoice
+from invoicing.breakdown import as_api, detail_rows
+from invoicing.models import Invoice, InvoiceLineItem
 from metering.models import Meter
 from subscriptions.models import Charge, Customer, Plan, Subscription
+from subscriptions.pricing_terms import normalized_charge_terms, validate_charge_terms
 from subscriptions.services import validate_start_at
 
 
@@ -46,6 +55,26 @@ def unique_in_organization(model, field: str):
 PLAIN_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
+@extend_schema_field(TERM_NUMBER_SCHEMA)
+class TermField(serializers.DecimalField):
+    """A number of a charge's pricing terms (spec section 8): a decimal string ("7.00") or a JSON
+    number (7, 2.9), read exactly (api.parsers.ExactNumbersJSONParser: never through a float),
+    never negative. Answered as a decimal string; null where the model has none."""
+
+    def __init__(self, max_digits: int, decimal_places: int, *, shown=plain, **kwargs):
+        kwargs.setdefault("min_value", Decimal(0))
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_null", True)
+        messages = {"min_value": "must not be negative", **kwargs.pop("error_messages", {})}
+        super().__init__(
+            max_digits=max_digits, decimal_places=decimal_places, error_messages=messages, **kwargs
+        )
+        self.shown = shown
+
+    def to_representation(self, value):
+        return None if value is None else self.shown(Decimal(value))
+
+
 # DRF turns 12 into "12" for a text field, "5" into 5 for an integer, "yes" into true and 1.5 into a
 # price; the schema says a string, an integer, a boolean, a decimal string, and so does StrictTypes:
 # a value of another JSON type is a 400 naming the field (hostile review D18, negative data). (A
@@ -61,6 +90,7 @@ class StrictTypes:
         (IdField, (int, str), "an integer id, or its digits in a string"),
         (serializers.BooleanField, (bool,), "a boolean (true or false)"),
         (serializers.IntegerField, (int,), "an integer"),
+        (TermField, (str, int, Decimal), 'a decimal string or a JSON number, e.g. "12.50" or 12.5'),
         (serializers.DecimalField, (str,), 'a decimal string, e.g. "12.50"'),
         (serializers.CharField, (str,), "a string"),
         (serializers.ChoiceField, (str,), "a string"),
@@ -174,24 +204,75 @@ class MeterSerializer(StrictTypes, serializers.ModelSerializer):
 # -- plans -----------------------------------------------------------------------------------------
 
 
-class PriceField(serializers.DecimalField):
-    def __init__(self, **kwargs):
-        super().__init__(max_digits=24, decimal_places=10, min_value=Decimal(0), **kwargs)
+class TierSerializer(StrictTypes, serializers.Serializer):
+    """One tier: `up_to` (inclusive; null for the open last tier), `unit_price` (GRADUATED, VOLUME)
+    or `rate` (percent, GRADUATED_PERCENTAGE), `flat_fee` (default 0)."""
 
-    def to_representation(self, value):
-        return price(Decimal(value))
+    up_to = TermField(30, 10, required=True, help_text="Inclusive upper limit; null for the last tier")
+    unit_price = TermField(24, 10, shown=price, help_text="GRADUATED, VOLUME")
+    rate = TermField(12, 6, help_text="GRADUATED_PERCENTAGE: percent of the units in the tier")
+    flat_fee = TermField(24, 10, shown=price, help_text="Billed once when the quantity reaches the tier")
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {
+                        key: ["not a tier field: a tier has up_to, unit_price or rate, flat_fee"]
+                        for key in unknown
+                    }
+                )
+        values = super().to_internal_value(data)
+        return {key: value for key, value in values.items() if value is not None or key == "up_to"}
+
+    def to_representation(self, tier):
+        # Stored as decimal strings: the keys it has, in this order.
+        return {
+            key: (None if tier[key] is None else self.fields[key].to_representation(Decimal(tier[key])))
+            for key in self.fields
+            if key in tier
+        }
 
 
 class ChargeSerializer(StrictTypes, serializers.ModelSerializer):
     meter = serializers.CharField(
         source="meter.code", required=False, allow_null=True, help_text="The meter's code (USAGE only)"
     )
-    unit_price = PriceField()
-    pricing_model = serializers.ChoiceField(choices=Charge.PricingModel.choices, required=False)
+    pricing_model = serializers.ChoiceField(
+        choices=Charge.PricingModel.choices, required=False, help_text="Default PER_UNIT (spec section 8)"
+    )
+    unit_price = TermField(24, 10, shown=price, help_text="FIXED, PER_UNIT: per unit; PACKAGE: per package")
+    tiers = TierSerializer(
+        many=True,
+        required=False,
+        allow_null=True,
+        help_text="GRADUATED, VOLUME, GRADUATED_PERCENTAGE: up_to strictly increasing, the last null",
+    )
+    package_size = TermField(24, 10, help_text="PACKAGE: units per package, more than 0")
+    free_units = TermField(30, 10, help_text="PACKAGE, PERCENTAGE: units (an amount) not billed; default 0")
+    rate = TermField(12, 6, help_text="PERCENTAGE: percent of the quantity (a SUM meter of amounts)")
+    fixed_fee = TermField(24, 10, shown=price, help_text="PERCENTAGE: per event in the period; default 0")
+    min_amount = TermField(
+        19, 4, shown=price, help_text="USAGE: a period billed below it gets a true-up line"
+    )
 
     class Meta:
         model = Charge
-        fields = ["id", "charge_type", "meter", "unit_price", "description", "pricing_model"]
+        fields = [
+            "id",
+            "charge_type",
+            "meter",
+            "description",
+            "pricing_model",
+            "unit_price",
+            "tiers",
+            "package_size",
+            "free_units",
+            "rate",
+            "fixed_fee",
+            "min_amount",
+        ]
         read_only_fields = ["id"]
 
     def to_representation(self, instance):
@@ -210,16 +291,47 @@ class ChargeSerializer(StrictTypes, serializers.ModelSerializer):
             attrs["meter"] = meter
         elif code:
             raise serializers.ValidationError({"meter": "a FIXED charge has no meter"})
+        attrs.setdefault("pricing_model", Charge.PricingModel.PER_UNIT)
+        meter = attrs.get("meter")
+        errors = validate_charge_terms(attrs, meter_aggregation=meter.aggregation_type if meter else None)
+        if errors:
+            raise serializers.ValidationError(field_map_of(errors))
+        attrs.update(normalized_charge_terms(attrs))
         return attrs
+
+
+TIER_PATH = re.compile(r"^tiers\[(\d+)\]\.(\w+)$")
+
+
+def field_map_of(errors: dict[str, list[str]]) -> dict:
+    """subscriptions.pricing_terms' errors by path ("tiers[1].up_to") as DRF answers a nested list's
+    items, the index as a key (as for `charges`): {"tiers": {"1": {"up_to": ["..."]}}}."""
+    answer: dict = {}
+    for path, messages in errors.items():
+        tier = TIER_PATH.match(path)
+        if tier is None:
+            if path == "tiers" and isinstance(answer.get("tiers"), dict):
+                answer["tiers"]["non_field_errors"] = messages
+            else:
+                answer[path] = messages
+            continue
+        tiers = answer.setdefault("tiers", {})
+        if isinstance(tiers, list):  # "tiers" has messages of its own too
+            tiers = answer["tiers"] = {"non_field_errors": tiers}
+        tiers.setdefault(tier[1], {}).setdefault(tier[2], []).extend(messages)
+    return answer
 
 
 class PlanSerializer(StrictTypes, serializers.ModelSerializer):
     charges = ChargeSerializer(many=True)
     currency = CurrencyField(min_length=3, max_length=3, help_text="ISO 4217, e.g. USD")
+    minimum_commitment = TermField(
+        19, 4, shown=price, help_text="A period whose lines add up to less gets a true-up line for the rest"
+    )
 
     class Meta:
         model = Plan
-        fields = ["id", "code", "name", "interval", "currency", "charges", "created_at"]
+        fields = ["id", "code", "name", "interval", "currency", "minimum_commitment", "charges", "created_at"]
         read_only_fields = ["id", "created_at"]
         validators = []
 
@@ -369,24 +481,64 @@ def money(value, currency) -> str:
     return str(as_minor_units(Decimal(value), currency))
 
 
+@extend_schema_field(DECIMAL_STRING)
+class DecimalText(serializers.CharField):
+    """A decimal string in an answer."""
+
+
+# One row of a line's breakdown, as invoicing.breakdown.as_api writes it (documentation only).
+# Built with type(): "from" is a Python keyword.
+DetailSerializer = type(
+    "DetailSerializer",
+    (serializers.Serializer,),
+    {
+        "from": DecimalText(
+            allow_null=True, help_text="The tier covers the quantities (from, to]; null on a per-event fee"
+        ),
+        "to": DecimalText(allow_null=True, help_text="null: the open last tier"),
+        "units": DecimalText(help_text="The part of the quantity in this tier (a per-event fee: the events)"),
+        "packages": DecimalText(allow_null=True, help_text="PACKAGE: the packages the units make"),
+        "unit_price": DecimalText(allow_null=True, help_text="null where a rate applies"),
+        "rate": DecimalText(allow_null=True, help_text="Percent, for the percentage models"),
+        "flat_fee": DecimalText(),
+        "amount": DecimalText(
+            help_text="To the currency's minor unit, for reading: the line is rounded once, "
+            "from the exact sum"
+        ),
+    },
+)
+
+
 class LineItemSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=InvoiceLineItem.Kind.choices,
+        help_text="CHARGE; MINIMUM: a charge's min_amount true-up; "
+        "COMMITMENT: the plan's minimum_commitment true-up",
+    )
     charge_type = serializers.CharField()
+    pricing_model = serializers.CharField(allow_null=True, help_text="null on true-up lines")
     description = serializers.CharField()
     quantity = serializers.SerializerMethodField()
     unit_price = serializers.SerializerMethodField()
     amount = serializers.SerializerMethodField()
+    details = serializers.SerializerMethodField()
 
     @extend_schema_field(DECIMAL_STRING)
     def get_quantity(self, line) -> str:
         return plain(line.quantity)
 
-    @extend_schema_field(DECIMAL_STRING)
-    def get_unit_price(self, line) -> str:
-        return price(line.unit_price)
+    @extend_schema_field({**DECIMAL_STRING, "nullable": True})
+    def get_unit_price(self, line) -> str | None:
+        return None if line.unit_price is None else price(line.unit_price)
 
     @extend_schema_field(DECIMAL_STRING)
     def get_amount(self, line) -> str:
         return money(line.amount, self.context["currency"])
+
+    @extend_schema_field(DetailSerializer(many=True))
+    def get_details(self, line) -> list:
+        currency = self.context["currency"]
+        return [as_api(row, currency) for row in detail_rows(line.details)]
 
 
 class AmountsMixin(serializers.Serializer):

@@ -24,6 +24,7 @@ from api import serializers as s
 from api.errors import Conflict, Unprocessable
 from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
+from api.parsers import ExactNumbersJSONParser
 from api.schema import IDEMPOTENCY_KEY_SCHEMA, MAX_ID
 from core.money import AmountTooLarge
 from invoicing import services as invoice_services
@@ -180,6 +181,8 @@ CHARGES = Prefetch("charges", queryset=Charge.objects.select_related("meter"))
 class PlanList(ScopedListCreate):
     queryset = Plan.objects.prefetch_related(CHARGES)
     serializer_class = s.PlanSerializer
+    # Prices may come as JSON numbers (spec section 8): read exactly, never through a float.
+    parser_classes = [ExactNumbersJSONParser]
 
     def create_object(self, data):
         return create_plan(organization=self.organization(), **data)

@@ -32,6 +32,43 @@ PERIOD_END = datetime(2025, 2, 1, tzinfo=UTC)
 BILL_AT = PERIOD_END + timedelta(hours=1)
 # The usage meters of the plan, in this order: the first three are what section 6 measures.
 AGGREGATION_CYCLE = ["COUNT", "SUM", "MAX", "UNIQUE_COUNT", "AVG", "MIN", "LATEST"]
+# --pricing-mix: each usage charge's pricing model (spec section 8). A charge on a SUM meter is
+# PERCENTAGE (a percentage of amounts); the others take GRADUATED, VOLUME, PACKAGE, PER_UNIT in
+# turn, so 5 usage charges on the default meters (COUNT, SUM, MAX, UNIQUE_COUNT, AVG) use all five.
+MIX_CYCLE = ["GRADUATED", "VOLUME", "PACKAGE", "PER_UNIT"]
+# Tiers that the benchmark's quantities (hundreds to thousands of units per period) cross.
+BENCH_TIERS = [
+    {"up_to": "100", "unit_price": "0.02", "flat_fee": "1"},
+    {"up_to": "1000", "unit_price": "0.015"},
+    {"up_to": None, "unit_price": "0.01"},
+]
+
+
+def pricing_mix(aggregations: list[str]) -> list[str]:
+    """The pricing model of each usage charge under --pricing-mix (see MIX_CYCLE)."""
+    models, turn = [], 0
+    for aggregation in aggregations:
+        if aggregation == "SUM":
+            models.append("PERCENTAGE")
+        else:
+            models.append(MIX_CYCLE[turn % len(MIX_CYCLE)])
+            turn += 1
+    return models
+
+
+def charge_terms(pricing_model: str, i: int) -> dict:
+    """The Charge fields of a usage charge of this model (the i-th usage charge)."""
+    if pricing_model == "PER_UNIT":
+        return {"unit_price": Decimal("0.0125") * (i + 1)}
+    if pricing_model in ("GRADUATED", "VOLUME"):
+        return {"tiers": BENCH_TIERS}
+    if pricing_model == "PACKAGE":
+        return {"unit_price": Decimal("2.50"), "package_size": Decimal(100), "free_units": Decimal(50)}
+    if pricing_model == "PERCENTAGE":
+        return {"rate": Decimal("2.9"), "fixed_fee": Decimal("0.30"), "free_units": Decimal(10)}
+    raise BenchError(f"--pricing-mix: no benchmark terms for {pricing_model}")
+
+
 # Customers of three tax situations, so the run prices domestic VAT, EU B2C and outside scope.
 COUNTRIES = ["DE", "DE", "DE", "FR", "US"]
 # Event timestamps are drawn from this many distinct instants spread over the billed month.
@@ -45,6 +82,7 @@ class Result:
     fixed_charges: int
     usage_charges: int
     aggregations: list
+    pricing_models: list  # each usage charge's, in order (--pricing-mix; else all PER_UNIT)
     workers: int
     batch_size: int
     vendor: str
@@ -93,10 +131,17 @@ def use_bench_database(name: str) -> str:
 # -- the data set ------------------------------------------------------------------------------
 
 
-def build_data_set(subscriptions: int, events: int, fixed: int, aggregations: list[str], progress) -> None:
+def build_data_set(
+    subscriptions: int,
+    events: int,
+    fixed: int,
+    aggregations: list[str],
+    progress,
+    pricing_models: list[str] | None = None,
+) -> None:
     """One organization, one monthly plan with the given charges, one customer and one
     subscription per customer, all due; `events` usage events spread evenly over customers and
-    usage meters inside the billed month."""
+    usage meters inside the billed month. `pricing_models`: each usage charge's (default PER_UNIT)."""
     from invoicing.models import TaxRate
     from metering.models import Meter
     from subscriptions.models import Charge, Organization, Plan
@@ -128,12 +173,14 @@ def build_data_set(subscriptions: int, events: int, fixed: int, aggregations: li
         )
         position += 1
     for i, meter in enumerate(meters):
+        model = pricing_models[i] if pricing_models else "PER_UNIT"
         Charge.objects.create(
             plan=plan,
             charge_type="USAGE",
             meter=meter,
-            unit_price=Decimal("0.0125") * (i + 1),
+            pricing_model=model,
             position=position,
+            **charge_terms(model, i),
         )
         position += 1
 
@@ -532,6 +579,7 @@ def benchmark(
     aggregations=None,
     progress,
     repeat=1,
+    mix=False,
 ) -> Result:
     """Build the data set once, then `repeat` times: time the floor, run the invoice run, and put
     the data set back (reset_to_due). A shared machine moves any single timing by tens of percent
@@ -540,10 +588,11 @@ def benchmark(
     from invoicing.workers import default_workers
 
     aggregations = aggregations or [AGGREGATION_CYCLE[i % len(AGGREGATION_CYCLE)] for i in range(usage)]
+    pricing_models = pricing_mix(aggregations) if mix else ["PER_UNIT"] * len(aggregations)
     settings.DEBUG = False  # no query log kept in memory, whatever the environment says
     setup_started = time.perf_counter()
     use_bench_database(database)
-    build_data_set(subscriptions, events, fixed, aggregations, progress)
+    build_data_set(subscriptions, events, fixed, aggregations, progress, pricing_models)
     setup_s = time.perf_counter() - setup_started
     workers = workers or default_workers()  # what generate_invoices starts when not told
     floor = SqlFloor()
@@ -569,6 +618,7 @@ def benchmark(
         fixed_charges=fixed,
         usage_charges=usage,
         aggregations=aggregations,
+        pricing_models=pricing_models,
         workers=workers,
         batch_size=batch_size,
         vendor=connection.vendor,

@@ -198,6 +198,8 @@ SPECTACULAR_SETTINGS = {
         "api.schema.lists_have_their_bounds",
         "api.schema.request_decimals_are_plain",
         "api.schema.kinds_decide_their_fields",
+        "api.schema.pricing_models_decide_their_terms",
+        "api.schema.terms_are_answered_as_strings",
         "api.schema.request_texts_are_trimmed_and_without_nul",
         "api.schema.request_identifiers_refuse_control_characters",
     ],

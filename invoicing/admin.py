@@ -13,9 +13,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from core import money
 from invoicing import charts, documents, selectors, services
+from invoicing.breakdown import PlainFormat, detail_rows, readable_rows
 from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, InvoiceLineItem, TaxRate, WorkerRun
 from invoicing.pricing import last_day
 from invoicing.worker_log import run_log_lines
@@ -48,7 +50,16 @@ def _plural(count: int, noun: str) -> str:
 
 class InvoiceLineItemInline(admin.TabularInline):
     model = InvoiceLineItem
-    fields = ["description", "charge_type", "quantity_shown", "unit_price_shown", "amount_shown"]
+    fields = [
+        "description",
+        "kind",
+        "charge_type",
+        "pricing_model",
+        "quantity_shown",
+        "unit_price_shown",
+        "amount_shown",
+        "details_shown",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -60,6 +71,8 @@ class InvoiceLineItemInline(admin.TabularInline):
 
     @admin.display(description="Unit price")
     def unit_price_shown(self, line):
+        if line.unit_price is None:
+            return "–"  # tiers, percentages: the breakdown says it
         price = line.unit_price.normalize()
         places = money.minor_unit(line.invoice.currency)
         return (
@@ -71,6 +84,17 @@ class InvoiceLineItemInline(admin.TabularInline):
     @admin.display(description="Amount")
     def amount_shown(self, line):
         return money.as_minor_units(line.amount, line.invoice.currency)
+
+    @admin.display(description="Breakdown")
+    def details_shown(self, line):
+        """One row a tier: "1 – 5: 5 × 7.00 EUR = 35.00 EUR" (invoicing.breakdown)."""
+        rows = readable_rows(
+            detail_rows(line.details), line.invoice.currency, PlainFormat, line.pricing_model
+        )
+        texts = [text for row in rows for text in (row.text, row.flat_fee) if text]
+        if not texts:
+            return "–"
+        return format_html_join(mark_safe("<br>"), "{}", ((text,) for text in texts))
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("invoice")

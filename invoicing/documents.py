@@ -5,7 +5,7 @@ so what staff print and what customers download can never differ. xhtml2pdf is p
 plain `pip install` is enough, no browser or system library is needed on the server.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from io import BytesIO
 
@@ -15,7 +15,8 @@ from django.template.loader import render_to_string
 from xhtml2pdf import pisa
 
 from core import money
-from invoicing.models import Invoice
+from invoicing.breakdown import ReadableRow, detail_rows, readable_rows
+from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.pricing import last_day
 
 TEMPLATE = "invoicing/invoice.html"
@@ -88,8 +89,30 @@ class DocumentParty:
 class DocumentLine:
     description: str
     quantity: str
-    unit_price: str
+    unit_price: str  # "" where the model has none (tiers, percentages, true-ups)
     amount: str
+    # Small rows under a tiered, package or percentage line: "1 – 5: 5 × €7.00 = €35.00".
+    breakdown: list[ReadableRow] = field(default_factory=list)
+    note: str = ""  # what a true-up line is
+
+
+def true_up_note(line, fmt, currency: str) -> str:
+    """A MINIMUM or COMMITMENT line in words, with the agreed figure where the line recorded it."""
+    terms = line.terms or {}
+    if line.kind == InvoiceLineItem.Kind.MINIMUM:
+        agreed = terms.get("min_amount")
+        figure = f" of {fmt.money(Decimal(agreed), currency)}" if agreed else ""
+        return (
+            f"Minimum spend{figure} for this charge: the usage billed came to less; this line bills the rest."
+        )
+    if line.kind == InvoiceLineItem.Kind.COMMITMENT:
+        agreed = terms.get("minimum_commitment")
+        figure = f" of {fmt.money(Decimal(agreed), currency)}" if agreed else ""
+        return (
+            f"Minimum commitment{figure} of the plan: this period's charges came to less; "
+            "this line bills the rest."
+        )
+    return ""
 
 
 def invoice_context(invoice: Invoice) -> dict:
@@ -111,8 +134,10 @@ def invoice_context(invoice: Invoice) -> dict:
         DocumentLine(
             description=line.description,
             quantity=fmt.number(line.quantity),
-            unit_price=fmt.unit_price(line.unit_price, currency),
+            unit_price="" if line.unit_price is None else fmt.unit_price(line.unit_price, currency),
             amount=fmt.money(line.amount, currency),
+            breakdown=readable_rows(detail_rows(line.details), currency, fmt, line.pricing_model),
+            note=true_up_note(line, fmt, currency),
         )
         for line in invoice.line_items.all()
     ]

@@ -1,5 +1,9 @@
 """Staff screens for organizations, customers, plans and subscriptions."""
 
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -13,7 +17,8 @@ from invoicing.manual_trigger import MORE_DUE, Reason, why_nothing_billed
 from invoicing.run import InvoiceGenerator, RunResult
 from metering.services import adopt_unbound_events_for_plan
 from subscriptions import services
-from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
+from subscriptions.models import PRICING_FIELDS, Charge, Customer, Organization, Plan, Subscription
+from subscriptions.pricing_terms import normalized_charge_terms, plan_floor_errors, validate_charge_terms
 
 
 @admin.register(Organization)
@@ -31,6 +36,149 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["name", "external_id", "email", "tax_id"]
 
 
+class TiersField(forms.CharField):
+    """A charge's tiers as a finance person writes them: one tier a line, `up_to price [flat_fee]`,
+    the last tier's up_to `inf` (or `-`): e.g. "5 7.00", "10 6.50", "inf 6.00 2". The price is the
+    unit price (GRADUATED, VOLUME) or the rate in percent (GRADUATED_PERCENTAGE); the form knows
+    which. Cleans to a list of TierLine; ChargeForm.clean checks them (subscriptions.charge_terms)."""
+
+    OPEN = ("inf", "-", "∞", "null")
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault(
+            "widget",
+            forms.Textarea(attrs={"rows": 4, "cols": 30, "placeholder": "5 7.00\n10 6.50\ninf 6.00"}),
+        )
+        kwargs.setdefault(
+            "help_text",
+            "GRADUATED, VOLUME, GRADUATED_PERCENTAGE: one tier a line, <code>up_to price [flat fee]</code>; "
+            "the last tier's up_to is <code>inf</code>. The price is per unit, or for GRADUATED_PERCENTAGE "
+            "the rate in percent. Example: <code>5 7.00</code>, <code>10 6.50</code>, <code>inf 6.00</code>.",
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, list):  # the stored tiers
+            return "\n".join(
+                " ".join(
+                    part
+                    for part in (
+                        "inf" if tier.get("up_to") is None else str(tier["up_to"]),
+                        str(tier.get("unit_price", tier.get("rate", ""))),
+                        str(tier["flat_fee"]) if tier.get("flat_fee") not in (None, "0") else "",
+                    )
+                    if part
+                )
+                for tier in value
+            )
+        return super().prepare_value(value)
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if not text:
+            return None
+        tiers, errors = [], []
+        lines = [line for line in text.splitlines() if line.strip()]
+        for number, line in enumerate(lines, start=1):
+            words = line.replace(",", " ").split()
+            if len(words) not in (2, 3):
+                errors.append(f"tier {number}: write 'up_to price [flat fee]', not '{line.strip()}'")
+                continue
+            values = []
+            for name, word in zip(("up_to", "price", "flat fee"), words, strict=False):
+                if name == "up_to" and word.lower() in self.OPEN:
+                    values.append(None)
+                    continue
+                try:
+                    values.append(parse_admin_decimal(word))
+                except ValueError:
+                    errors.append(f"tier {number}: {name} '{word}' is not a number")
+                    values.append(None)
+            tiers.append(TierLine(*values) if len(values) == 3 else TierLine(values[0], values[1], None))
+        if errors:
+            raise ValidationError(errors)
+        return tiers
+
+
+def parse_admin_decimal(word: str) -> Decimal:
+    """A decimal as people type it: digits, one optional point, an optional minus (refused later,
+    with its field named). Exponents, NaN and infinity are not prices."""
+    if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?|-?\.[0-9]+", word):
+        raise ValueError(word)
+    return Decimal(word)
+
+
+@dataclass(frozen=True)
+class TierLine:
+    up_to: Decimal | None
+    price: Decimal | None
+    flat_fee: Decimal | None
+
+
+class ChargeForm(forms.ModelForm):
+    tiers = TiersField()
+
+    class Meta:
+        model = Charge
+        fields = [
+            "position",
+            "charge_type",
+            "meter",
+            "description",
+            "pricing_model",
+            "unit_price",
+            "tiers",
+            "package_size",
+            "free_units",
+            "rate",
+            "fixed_fee",
+            "min_amount",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors or not data.get("charge_type"):
+            return data
+        model = data.get("pricing_model") or Charge.PricingModel.PER_UNIT
+        price_key = "rate" if model == "GRADUATED_PERCENTAGE" else "unit_price"
+        fields = {name: data.get(name) for name in (*PRICING_FIELDS, "min_amount")}
+        fields.update(charge_type=data["charge_type"], pricing_model=model)
+        if data.get("tiers") is not None:
+            fields["tiers"] = [
+                {"up_to": tier.up_to, price_key: tier.price, "flat_fee": tier.flat_fee}
+                for tier in data["tiers"]
+            ]
+        meter = data.get("meter")
+        errors = validate_charge_terms(fields, meter_aggregation=meter.aggregation_type if meter else None)
+        for where, said_there in errors.items():
+            field, said = admin_error(where)
+            for message in said_there:
+                self.add_error(field if field in self.fields else None, f"{said}{message}")
+        if not errors:
+            data.update(normalized_charge_terms(fields))
+        return data
+
+    def _post_clean(self):
+        # A problem is already said on its field. The model's own check (Charge.clean) would say it
+        # again, without the field, about an instance that lacks the value refused.
+        if self._errors:
+            return
+        super()._post_clean()
+
+
+TIER_PATH = re.compile(r"^tiers\[(\d+)\]\.(\w+)$")
+
+
+def admin_error(path: str) -> tuple[str, str]:
+    """(form field, what the message starts with): a tier's problem goes on the tiers box and names
+    the tier as the box numbers them (from 1) and its field: "tier 2: unit_price must not be negative"."""
+    tier = TIER_PATH.match(path)
+    if tier is None:
+        return path, ""
+    return "tiers", f"tier {int(tier[1]) + 1}: {tier[2]} "
+
+
 class ChargeFormSet(forms.BaseInlineFormSet):
     def clean(self):
         super().clean()
@@ -38,14 +186,53 @@ class ChargeFormSet(forms.BaseInlineFormSet):
             meter = getattr(form, "cleaned_data", {}).get("meter")
             if meter is not None and meter.organization_id != self.instance.organization_id:
                 form.add_error("meter", "The meter belongs to another organization than the plan.")
+        # What the plan bills whatever the usage must be an amount an invoice can hold (as the API).
+        kept = [
+            form.cleaned_data
+            for form in self.forms
+            if getattr(form, "cleaned_data", None) and not form.cleaned_data.get("DELETE")
+        ]
+        floor = plan_floor_errors(kept, self.instance.minimum_commitment)
+        if floor:
+            raise ValidationError([message for said in floor.values() for message in said])
 
 
-class ChargeInline(admin.TabularInline):
+class ChargeInline(admin.StackedInline):
     model = Charge
+    form = ChargeForm
     formset = ChargeFormSet
-    fields = ["position", "charge_type", "meter", "unit_price", "description", "pricing_model"]
+    fieldsets = [
+        (None, {"fields": [("position", "charge_type", "meter"), ("description", "pricing_model")]}),
+        (
+            "Pricing terms (spec section 8): fill in only the ones of the charge's pricing model",
+            {
+                "fields": [
+                    ("unit_price", "min_amount"),
+                    "tiers",
+                    ("package_size", "free_units"),
+                    ("rate", "fixed_fee"),
+                ],
+                "description": "PER_UNIT and FIXED: unit price. PACKAGE: unit price (per package), package "
+                "size, free units. GRADUATED, VOLUME, GRADUATED_PERCENTAGE: tiers. PERCENTAGE (a SUM meter): "
+                "rate in percent, fixed fee per event, free units (an amount). USAGE charges may have a "
+                "minimum amount: a period billed below it gets a true-up line.",
+            },
+        ),
+    ]
     extra = 0
     raw_id_fields = ["meter"]
+
+
+class PlanForm(forms.ModelForm):
+    class Meta:
+        model = Plan
+        fields = ["organization", "code", "name", "interval", "currency", "minimum_commitment"]
+
+    def clean_minimum_commitment(self):
+        value = self.cleaned_data.get("minimum_commitment")
+        if value is not None and value < 0:
+            raise ValidationError("must not be negative")
+        return value
 
 
 @admin.register(Plan)
@@ -54,11 +241,13 @@ class PlanAdmin(admin.ModelAdmin):
     list_filter = ["organization", "interval", "currency"]
     list_select_related = ["organization"]
     search_fields = ["name", "code"]
+    form = PlanForm
     inlines = [ChargeInline]
 
     def get_readonly_fields(self, request, obj=None):
         # Read-only once subscribed to (D9): the model and the database refuse the change too.
-        if obj is not None and obj.subscriptions.exists():
+        # (save_model asks with the new, unsaved plan too: it has no subscriptions.)
+        if obj is not None and obj.pk is not None and obj.subscriptions.exists():
             return Plan.LOCKED_WHEN_IN_USE
         return ()
 

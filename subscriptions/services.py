@@ -11,8 +11,14 @@ from django_countries import countries
 
 from core.money import is_known_currency, plain
 from metering.services import adopt_unbound_events
-from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
+from subscriptions.models import PRICING_FIELDS, Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
+from subscriptions.pricing_terms import (
+    model_field_errors,
+    normalized_charge_terms,
+    plan_floor_errors,
+    validate_charge_terms,
+)
 
 # Backdated starts are a feature (migrations, replays), within bounds (spec section 2): the
 # invoice run bills a bounded number of periods per run, so the bound only keeps dates sensible.
@@ -74,27 +80,49 @@ def create_customer(
 
 @transaction.atomic
 def create_plan(
-    *, organization: Organization, code: str, name: str, interval: str, currency: str, charges: list[dict]
+    *,
+    organization: Organization,
+    code: str,
+    name: str,
+    interval: str,
+    currency: str,
+    charges: list[dict],
+    minimum_commitment: Decimal | None = None,
 ) -> Plan:
-    """`charges`: dicts of charge_type, unit_price, description and, for USAGE, meter (a Meter)."""
+    """`charges`: dicts of charge_type, description, for USAGE meter (a Meter), and the pricing terms
+    of their pricing_model (default PER_UNIT; spec section 8): unit_price, tiers, package_size,
+    free_units, rate, fixed_fee, min_amount, the ones a model does not use absent or None."""
     plan = Plan(
         organization=organization,
         code=code,
         name=name,
         interval=interval,
         currency=validate_currency(currency),
+        minimum_commitment=minimum_commitment,
     )
     plan.full_clean()
     check_fixed_charges([spec["unit_price"] for spec in charges if spec["charge_type"] == "FIXED"])
+    # What the plan bills whatever the usage (the first tiers' flat fees, minimums, the commitment
+    # too) must be an amount an invoice can hold.
+    floor = plan_floor_errors(charges, minimum_commitment)
+    if floor:
+        raise ValidationError(floor)
     plan.save()
     for position, spec in enumerate(charges):
+        fields = {name: spec.get(name) for name in (*PRICING_FIELDS, "min_amount")}
+        fields.update(charge_type=spec["charge_type"], pricing_model=spec.get("pricing_model") or "PER_UNIT")
+        meter = spec.get("meter")
+        errors = validate_charge_terms(fields, meter_aggregation=meter.aggregation_type if meter else None)
+        if errors:
+            raise ValidationError(model_field_errors(errors))
         charge = Charge(
             plan=plan,
             charge_type=spec["charge_type"],
-            meter=spec.get("meter"),
-            unit_price=Decimal(str(spec["unit_price"])),
+            meter=meter,
             description=spec.get("description", ""),
             position=position,
+            # Decimals, and tiers as the database keeps them (plain decimal strings).
+            **normalized_charge_terms(fields),
         )
         if charge.charge_type == Charge.ChargeType.USAGE and charge.meter is None:
             raise ValidationError({"meter": "a USAGE charge needs a meter"})

@@ -170,25 +170,34 @@ def test_documented_flow_bills_the_exact_total(api):
     )
     assert invoice["line_items"] == [
         {
+            "kind": "CHARGE",
             "charge_type": "FIXED",
             "description": "Platform",
+            "pricing_model": "PER_UNIT",
             "quantity": "1",
             "unit_price": "49.00",
             "amount": "49.00",
+            "details": [],
         },
         {
+            "kind": "CHARGE",
             "charge_type": "USAGE",
             "description": "API calls",
+            "pricing_model": "PER_UNIT",
             "quantity": "1000",
             "unit_price": "0.002",
             "amount": "2.00",
+            "details": [],
         },
         {
+            "kind": "CHARGE",
             "charge_type": "USAGE",
             "description": "Peak storage",
+            "pricing_model": "PER_UNIT",
             "quantity": "40.1",
             "unit_price": "0.25",
             "amount": "10.03",
+            "details": [],
         },
     ]
     listed = api.get("/api/v1/invoices", {"subscription": sub["id"], "status": "DRAFT"}).json()

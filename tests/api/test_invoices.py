@@ -111,18 +111,24 @@ def test_upcoming_invoice_previews_the_current_period_and_writes_nothing(api, su
     }
     assert body["line_items"] == [
         {
+            "kind": "CHARGE",
             "charge_type": "FIXED",
             "description": "Platform",
+            "pricing_model": "PER_UNIT",
             "quantity": "1",
             "unit_price": "10.00",
             "amount": "10.00",
+            "details": [],
         },
         {
+            "kind": "CHARGE",
             "charge_type": "USAGE",
             "description": "Calls",
+            "pricing_model": "PER_UNIT",
             "quantity": "31",
             "unit_price": "0.05",
             "amount": "1.55",
+            "details": [],
         },
     ]
     assert Invoice.objects.count() == 0 and InvoiceLineItem.objects.count() == 0

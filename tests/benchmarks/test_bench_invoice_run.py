@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from benchmarks.invoice_run import parse_charges
+from benchmarks.invoice_run import parse_charges, pricing_mix
 from core.command_options import attached_to_terminal
 from invoicing.run import BATCH_SIZE
 
@@ -196,3 +196,48 @@ def test_the_progress_bar_is_only_for_a_terminal(tmp_path):
 def test_charges_option():
     assert parse_charges("1 fixed + 3 usage") == (1, 3)
     assert parse_charges("2 usage") == (0, 2)
+
+
+def test_pricing_mix_gives_sum_meters_percentage_and_the_others_each_model_in_turn():
+    assert pricing_mix(["COUNT", "SUM", "MAX", "UNIQUE_COUNT", "AVG"]) == [
+        "GRADUATED",
+        "PERCENTAGE",
+        "VOLUME",
+        "PACKAGE",
+        "PER_UNIT",
+    ]
+    assert pricing_mix(["COUNT", "COUNT", "COUNT", "COUNT", "COUNT", "SUM"]) == [
+        "GRADUATED",
+        "VOLUME",
+        "PACKAGE",
+        "PER_UNIT",
+        "GRADUATED",
+        "PERCENTAGE",
+    ]
+
+
+def test_bench_with_a_pricing_mix_bills_every_model(tmp_path):
+    completed = bench(
+        # The size of the test above: a smaller set's floor is too short to time to 0.1 ms.
+        *("--subscriptions", "20", "--events", "2000", "--usage-charges", "5", "--pricing-mix"),
+        *("--repeat", "1", "--database", str(tmp_path / "bench.sqlite3")),
+        database_url=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+    )
+    result = result_of(completed)
+    check(result, 20, 2000, repeat=1)
+    assert result["pricing_models"] == ["GRADUATED", "PERCENTAGE", "VOLUME", "PACKAGE", "PER_UNIT"]
+    assert "pricing models" in completed.stdout
+    # The run priced each model: every invoice has a line per charge, and the tiered ones a breakdown.
+    with sqlite3.connect(tmp_path / "bench.sqlite3") as db:
+        lines = db.execute(
+            "SELECT pricing_model, COUNT(*), SUM(details <> '[]') FROM invoicing_invoicelineitem "
+            "WHERE kind = 'CHARGE' GROUP BY pricing_model ORDER BY pricing_model"
+        ).fetchall()
+    db.close()
+    assert lines == [
+        ("GRADUATED", 20, 20),
+        ("PACKAGE", 20, 20),
+        ("PERCENTAGE", 20, 20),
+        ("PER_UNIT", 40, 0),  # the fixed fee and the PER_UNIT usage charge
+        ("VOLUME", 20, 20),
+    ]

@@ -138,7 +138,7 @@ def test_a_user_sets_up_runs_and_reads_the_logs(cli):
     demo = cli("demo", "--now", "2025-03-01T00:00:00Z")
     assert demo.returncode == 0, demo.stderr
     assert demo.stdout.startswith(
-        "Demo data: 1 organization, 6 customers, 4 plans, 7 meters, 6 subscriptions"
+        "Demo data: 1 organization, 6 customers, 4 plans, 8 meters, 6 subscriptions"
     )
 
     run = cli("generate_invoices", "--now", "2025-03-01T00:30:00Z")
@@ -306,7 +306,7 @@ def test_demo_on_an_empty_database_then_a_run_shows_every_tax_rule():
     now = "2025-03-01T00:00:00Z"
     out, _ = call("demo", "--now", now)
     assert out.startswith(
-        "Demo data: 1 organization, 6 customers, 4 plans, 7 meters, 6 subscriptions due now"
+        "Demo data: 1 organization, 6 customers, 4 plans, 8 meters, 6 subscriptions due now"
     )
     events = UsageEvent.objects.count()
     assert f"{events} usage events." in out

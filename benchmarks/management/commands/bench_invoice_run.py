@@ -37,6 +37,13 @@ class Command(BaseCommand):
             "INVOICE_RUN_WORKERS = 2 on PostgreSQL, 1 on SQLite)",
         )
         parser.add_argument(
+            "--pricing-mix",
+            action="store_true",
+            help="Give the plan's usage charges a mix of pricing models: PERCENTAGE on SUM meters, the "
+            "others GRADUATED, VOLUME, PACKAGE, PER_UNIT in turn (--usage-charges 5: all five); "
+            "default: every usage charge PER_UNIT",
+        )
+        parser.add_argument(
             "--batch-size",
             type=int,
             default=BATCH_SIZE,
@@ -115,6 +122,7 @@ class Command(BaseCommand):
             database=database,
             progress=progress,
             repeat=options["repeat"],
+            mix=options["pricing_mix"],
         )
 
     def print_table(self, result):
@@ -130,6 +138,7 @@ class Command(BaseCommand):
                 f"{result.fixed_charges} fixed + {result.usage_charges} usage "
                 f"({', '.join(result.aggregations)})",
             ),
+            ("pricing models", ", ".join(result.pricing_models) or "-"),
             ("workers x batch", f"{result.workers} x {result.batch_size}"),
             ("invoices created", f"{result.invoices:,}"),
             ("data set built in", f"{result.setup_s:.1f} s"),

@@ -1,5 +1,6 @@
 import random
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
 from django.core.management.base import BaseCommand, CommandError
@@ -41,37 +42,88 @@ METERS = [
     ("seats", "Seats", "LATEST", "seats"),
     ("concurrency", "Average concurrent jobs", "AVG", "jobs"),
     ("reserved", "Reserved capacity floor", "MIN", "units"),
+    ("payments", "Payment volume (EUR)", "SUM", "amount"),
 ]
 
+
+def fixed(price: str, description: str) -> dict:
+    return {"charge_type": "FIXED", "unit_price": price, "description": description}
+
+
+def usage(meter: str, description: str, price: str | None = None, **terms) -> dict:
+    """A USAGE charge; PER_UNIT at `price` unless `terms` name another pricing model (spec section 8)."""
+    return {"charge_type": "USAGE", "meter": meter, "description": description, "unit_price": price, **terms}
+
+
+def tiers(*rows) -> list[dict]:
+    """(up_to, unit price or rate, flat fee) -> the tiers as stored (decimal strings)."""
+    key = "unit_price"
+    return [{"up_to": up_to, key: price, **({"flat_fee": fee} if fee else {})} for up_to, price, fee in rows]
+
+
+# Every pricing model shows up on the first run: VOLUME API calls (Starter USD), GRADUATED compute,
+# PACKAGE storage and a minimum on active users (Pro), PERCENTAGE payments and a minimum commitment
+# (Team). Starter stays PER_UNIT: 19.00 + 0.002 per API call, a bill to check by hand.
 PLANS = {
     "starter": (
         "Starter",
         "EUR",
-        [("FIXED", "19.00", "Platform fee", None), ("USAGE", "0.002", "API calls", "api_calls")],
+        None,
+        [fixed("19.00", "Platform fee"), usage("api_calls", "API calls", "0.002")],
     ),
     "starter-usd": (
         "Starter (USD)",
         "USD",
-        [("FIXED", "19.00", "Platform fee", None), ("USAGE", "0.0025", "API calls", "api_calls")],
+        None,
+        [
+            fixed("19.00", "Platform fee"),
+            usage(
+                "api_calls",
+                "API calls",
+                pricing_model="VOLUME",
+                tiers=tiers(("100", "0.06", None), ("300", "0.05", None), (None, "0.04", "5")),
+            ),
+        ],
     ),
     "pro": (
         "Pro",
         "EUR",
+        None,
         [
-            ("FIXED", "99.00", "Platform fee", None),
-            ("USAGE", "0.0004", "Compute seconds", "compute"),
-            ("USAGE", "0.15", "Peak storage per GB", "storage"),
-            ("USAGE", "4.00", "Active users", "active_users"),
+            fixed("99.00", "Platform fee"),
+            usage(
+                "compute",
+                "Compute seconds",
+                pricing_model="GRADUATED",
+                tiers=tiers(("10000", "0.0006", "5"), ("50000", "0.0004", None), (None, "0.0003", None)),
+            ),
+            usage(
+                "storage",
+                "Peak storage (packs of 10 GB, first 10 GB free)",
+                "1.50",
+                pricing_model="PACKAGE",
+                package_size="10",
+                free_units="10",
+            ),
+            usage("active_users", "Active users", "4.00", min_amount="150.00"),
         ],
     ),
     "team": (
         "Team",
         "EUR",
+        "500.00",
         [
-            ("FIXED", "49.00", "Platform fee", None),
-            ("USAGE", "12.00", "Seats", "seats"),
-            ("USAGE", "7.50", "Average concurrent jobs", "concurrency"),
-            ("USAGE", "2.25", "Reserved capacity units", "reserved"),
+            fixed("49.00", "Platform fee"),
+            usage("seats", "Seats", "12.00"),
+            usage("concurrency", "Average concurrent jobs", "7.50"),
+            usage("reserved", "Reserved capacity units", "2.25"),
+            usage(
+                "payments",
+                "Payment processing (2.9% + 0.30 per payment)",
+                pricing_model="PERCENTAGE",
+                rate="2.9",
+                fixed_fee="0.30",
+            ),
         ],
     ),
 }
@@ -102,6 +154,7 @@ class Command(BaseCommand):
             "Demo data: 1 organization, {customers} customers, {plans} plans, {meters} meters, "
             "{subscriptions} subscriptions due now, {events} usage events.".format(**counts)
         )
+        self.stdout.write(f"Pricing models: {', '.join(counts['models'])}.")
 
     def create(self, now: datetime) -> dict:
         rng = random.Random(2025)
@@ -126,12 +179,13 @@ class Command(BaseCommand):
                 name=name,
                 interval="month",
                 currency=currency,
+                minimum_commitment=Decimal(commitment) if commitment else None,
                 charges=[
-                    {"charge_type": t, "unit_price": p, "description": d, "meter": meters[m] if m else None}
-                    for t, p, d, m in charges
+                    {**charge, "meter": meters[charge["meter"]] if charge.get("meter") else None}
+                    for charge in charges
                 ],
             )
-            for code, (name, currency, charges) in PLANS.items()
+            for code, (name, currency, commitment, charges) in PLANS.items()
         }
         # The last full month, so that every subscription is due now.
         end = datetime(now.year, now.month, now.day, tzinfo=UTC)
@@ -170,6 +224,12 @@ class Command(BaseCommand):
             "meters": len(meters),
             "subscriptions": subscriptions,
             "events": len(events),
+            "models": [
+                f"{charge['pricing_model']} ({PLANS[code][0]}: {charge['description']})"
+                for code, plan in PLANS.items()
+                for charge in plan[3]
+                if charge.get("pricing_model")
+            ],
         }
 
     def usage(self, rng, customer, plan, start, end) -> list[dict]:
@@ -186,6 +246,7 @@ class Command(BaseCommand):
                     "jobs": rng.randint(0, 6),
                     "units": rng.randint(2, 10),
                     "region": rng.choice(["eu-central", "us-east"]),
+                    "amount": rng.randint(5, 60),
                 }
                 events.append(
                     {
