@@ -48,6 +48,8 @@ from invoicing.worker_log import new_run_id, run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
 from subscriptions.models import Charge, Organization, Plan, Subscription
 from subscriptions.periods import next_period, periods_due_and_next
+from webhooks import services as webhooks
+from webhooks.events import EventType
 
 FINALIZE_AFTER = timedelta(hours=1)
 # At most this many periods of one subscription per run (and per API or admin trigger); a
@@ -617,6 +619,9 @@ class InvoiceGenerator:
         ]
         insert_lines(lines)
         advance_subscriptions(advances)
+        # Webhooks (issue 15): the batch's messages, in its transaction; one query when nobody listens.
+        webhooks.enqueue_invoice_created(ids, now)
+        webhooks.enqueue(EventType.SUBSCRIPTION_CANCELED, [p.subscription.id for p in plans if p.cancel], now)
 
         written, position = [], 0
         for plan in plans:

@@ -19,6 +19,8 @@ from invoicing.run_lease import Heartbeat, close_abandoned_runs, start_run
 from invoicing.selectors import drafts_due_for_finalization
 from invoicing.worker_log import run_logger
 from metering.selectors import UsageQuestion, aggregate_usage
+from webhooks import services as webhooks
+from webhooks.events import EventType
 
 
 class InvoiceStateError(Exception):
@@ -125,6 +127,7 @@ def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
         refresh_drafts([invoice])
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
         invoice.save(update_fields=["status", "finalized_at", "updated_at"])
+        webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id], now)
     return invoice
 
 
@@ -136,6 +139,9 @@ def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
     return _stamp(invoice_id, "mark_paid", Invoice.Status.PAID, "paid_at", now)
 
 
+STAMP_EVENTS = {Invoice.Status.PAID: EventType.INVOICE_PAID, Invoice.Status.VOID: EventType.INVOICE_VOIDED}
+
+
 def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: datetime) -> Invoice:
     """A transition that only sets the status and the date it happened, under the row lock."""
     with transaction.atomic():
@@ -144,6 +150,7 @@ def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: dat
         invoice.status = status
         setattr(invoice, stamp_field, now)
         invoice.save(update_fields=["status", stamp_field, "updated_at"])
+        webhooks.enqueue(STAMP_EVENTS[status], [invoice.id], now)
     return invoice
 
 
@@ -164,6 +171,7 @@ def _finalize(invoices: list[Invoice], now: datetime) -> list[tuple[Invoice, obj
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
         invoice.updated_at = touched
     Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
+    webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id for invoice in invoices], now)
     return changed
 
 
