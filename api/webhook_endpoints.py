@@ -122,7 +122,12 @@ def endpoints_of(organization):
     get=extend_schema(
         tags=[TAG],
         summary="List webhook endpoints",
-        responses={200: WebhookEndpointSerializer(many=True), 400: BAD_REQUEST, 401: UNAUTHORIZED},
+        responses={
+            200: WebhookEndpointSerializer(many=True),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+        },
     ),
     post=extend_schema(
         tags=[TAG],
@@ -232,7 +237,12 @@ def messages_of(organization):
         tags=[TAG],
         summary="List webhook messages",
         description="Newest first, each with its delivery attempts.",
-        responses={200: WebhookMessageSerializer(many=True), 400: BAD_REQUEST, 401: UNAUTHORIZED},
+        responses={
+            200: WebhookMessageSerializer(many=True),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+        },
     )
 )
 class WebhookMessageList(OrganizationScoped, generics.ListAPIView):
