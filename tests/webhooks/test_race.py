@@ -54,3 +54,34 @@ def test_four_senders_racing_deliver_every_message_exactly_once(receiver):
     assert sum(1 for r in results if r.delivered) >= 2  # they really shared the work
     assert WebhookAttempt.objects.count() == MESSAGES
     assert set(WebhookMessage.objects.values_list("status", flat=True)) == {"DELIVERED"}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_loop_delivers_a_message_committed_while_it_runs_and_stops_on_request(receiver):
+    organization = Organization.objects.create(name="O", slug="o", country="DE", default_currency="EUR")
+    endpoint = create_endpoint(organization=organization, url=receiver.url(), events=["*"])
+    sender, results = Sender(concurrency=2), []
+
+    def loop():
+        try:
+            results.append(sender.send_due(datetime.now(UTC), loop=True))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        WebhookMessage.objects.create(
+            endpoint=endpoint, webhook_id="msg_live", event_type="invoice.paid", object_id=1, body="{}",
+            next_attempt_at=datetime.now(UTC), created_at=datetime.now(UTC),
+        )  # fmt: skip
+        for _ in range(200):  # a guard against hanging, not a timing assertion
+            if receiver.ids():
+                break
+            threading.Event().wait(0.05)
+    finally:
+        sender.stop()
+        thread.join()
+    assert receiver.ids() == ["msg_live"]
+    assert results[0].delivered == 1
