@@ -5,7 +5,6 @@ import json
 
 from django.db.models import Prefetch
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -109,9 +108,17 @@ class WebhookMessageSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
-    def get_payload(self, message) -> dict:
-        return json.loads(message.body)
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "additionalProperties": {},
+            "description": "The body sent: {type, timestamp, data}. null for an invoice run's message until "
+            "a sender first claims it (it is rendered then, once)",
+        }
+    )
+    def get_payload(self, message) -> dict | None:
+        return json.loads(message.body) if message.body else None
 
 
 def endpoints_of(organization):

@@ -621,7 +621,9 @@ class InvoiceGenerator:
         advance_subscriptions(advances)
         # Webhooks (issue 15): the batch's messages, in its transaction; one query when nobody listens.
         webhooks.enqueue_invoice_created(ids, now)
-        webhooks.enqueue(EventType.SUBSCRIPTION_CANCELED, [p.subscription.id for p in plans if p.cancel], now)
+        webhooks.enqueue_unrendered(
+            EventType.SUBSCRIPTION_CANCELED, [p.subscription.id for p in plans if p.cancel], now
+        )
 
         written, position = [], 0
         for plan in plans:

@@ -14,7 +14,7 @@ does not hold up the others.
 
 import http.client
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +26,7 @@ from standardwebhooks import Webhook
 
 from webhooks.destinations import DestinationRefused, post, resolve
 from webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
-from webhooks.services import signing_secrets
+from webhooks.services import render_body, render_data, signing_secrets
 
 # After the first attempt fails, the next ones come this long after the previous one; after the
 # tenth attempt fails the message is FAILED.
@@ -149,7 +149,16 @@ class Sender:
                 .exclude(endpoint_id__in=saturated)
                 .select_for_update(skip_locked=True, no_key=True, of=("self",))
                 .order_by("next_attempt_at", "id")
-                .values_list("id", "webhook_id", "body", "endpoint_id", "attempt_count")[:limit]
+                .values_list(
+                    "id",
+                    "webhook_id",
+                    "body",
+                    "endpoint_id",
+                    "attempt_count",
+                    "event_type",
+                    "object_id",
+                    "created_at",
+                )[:limit]
             )
             # One endpoint gets at most its share of the pool; the rows left out stay unleased.
             taken, counts = [], Counter(per_endpoint)
@@ -163,19 +172,20 @@ class Sender:
             WebhookMessage.objects.filter(id__in=[row[0] for row in taken]).update(
                 lease_expires_at=lease_expires_at
             )
+            bodies = render_first_claimed([row for row in taken if not row[2]])
             endpoints = WebhookEndpoint.objects.in_bulk({row[3] for row in taken})
         return [
             ClaimedMessage(
                 id=message_id,
                 webhook_id=webhook_id,
-                body=body,
+                body=body or bodies[message_id],
                 endpoint_id=endpoint_id,
                 url=endpoints[endpoint_id].url,
                 secrets=tuple(signing_secrets(endpoints[endpoint_id], at)),
                 attempt_count=attempt_count,
                 lease_expires_at=lease_expires_at,
             )
-            for message_id, webhook_id, body, endpoint_id, attempt_count in taken
+            for message_id, webhook_id, body, endpoint_id, attempt_count, *_ in taken
         ]
 
     def attempt(self, message: ClaimedMessage, clock) -> AttemptOutcome:
@@ -258,6 +268,21 @@ class Sender:
                 enabled=False, disabled_reason=f"answered 410 Gone at {o.attempted_at:%Y-%m-%dT%H:%M:%SZ}"
             )
             result.disabled_endpoints.add(o.message.endpoint_id)
+
+
+def render_first_claimed(rows) -> dict[int, str]:
+    """The bodies the invoice run left empty (webhooks.services.enqueue_unrendered): rendered now,
+    a few queries per event type for the lot, and stored, so every later attempt sends these bytes."""
+    by_type = defaultdict(list)
+    for row in rows:
+        by_type[row[5]].append(row)
+    bodies = {}
+    for event_type, typed in by_type.items():
+        data = render_data(event_type, {row[6] for row in typed})
+        for message_id, *_, object_id, created_at in typed:
+            bodies[message_id] = render_body(event_type, created_at, data.get(object_id))
+            WebhookMessage.objects.filter(id=message_id).update(body=bodies[message_id])
+    return bodies
 
 
 def signature_header(secrets, webhook_id: str, at: datetime, body: str) -> str:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import transaction
 from django.test import override_settings
 from standardwebhooks import Webhook
 
@@ -15,7 +16,7 @@ from subscriptions.models import Organization
 from tests.ops.support import create_due_subscriptions
 from webhooks.delivery import MAX_ATTEMPTS, RETRY_DELAYS, Sender, lease_length
 from webhooks.models import WebhookAttempt, WebhookMessage
-from webhooks.services import create_endpoint, enqueue
+from webhooks.services import create_endpoint, enqueue, enqueue_invoice_created
 
 NOW = datetime(2025, 2, 1, 1, tzinfo=UTC)
 pytestmark = pytest.mark.django_db
@@ -198,4 +199,22 @@ def test_enqueue_writes_nothing_and_costs_one_query_when_nobody_listens(django_a
     ids = list(Invoice.objects.values_list("id", flat=True))
     with django_assert_num_queries(1):
         assert enqueue("invoice.created", ids, NOW) == 0
+    with django_assert_num_queries(1):
+        assert enqueue_invoice_created(ids, NOW) == 0
     assert not WebhookMessage.objects.exists()
+
+
+def test_the_run_s_enqueue_costs_two_queries_for_any_batch_when_somebody_listens(
+    receiver, django_assert_num_queries
+):
+    create_due_subscriptions(3)
+    organization = Organization.objects.get()
+    for path in ("/a", "/b"):
+        create_endpoint(organization=organization, url=receiver.url(path), events=["invoice.created"])
+    with transaction.atomic():
+        InvoiceGenerator().process_due_subscriptions(NOW)
+        ids = list(Invoice.objects.values_list("id", flat=True))
+        WebhookMessage.objects.all().delete()
+        with django_assert_num_queries(2):
+            assert enqueue_invoice_created(ids, NOW) == 6
+    assert len(set(WebhookMessage.objects.values_list("webhook_id", flat=True))) == 3

@@ -1,6 +1,7 @@
 """Each change writes its message in its own transaction (the transactional outbox)."""
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -57,13 +58,13 @@ def test_a_batch_that_fails_after_its_messages_leaves_neither_invoices_nor_messa
     listening()
     import invoicing.generator as generator
 
-    real = generator.webhooks.enqueue
+    real = generator.webhooks.enqueue_unrendered
 
     def written_then_failed(event_type, ids, now):
         real(event_type, ids, now)
         raise DatabaseError("the write fails after its messages were written")
 
-    monkeypatch.setattr(generator.webhooks, "enqueue", written_then_failed)
+    monkeypatch.setattr(generator.webhooks, "enqueue_unrendered", written_then_failed)
     result = InvoiceGenerator().process_due_subscriptions(NOW)
     assert (result.invoices_created, result.failed) == (0, 2)
     assert not Invoice.objects.exists() and not WebhookMessage.objects.exists()
@@ -145,8 +146,12 @@ def test_a_cancellation_at_period_end_is_sent_by_the_run_that_ends_it(private_ok
         cancel_subscription(subscription, at_period_end=True, now=NOW - timedelta(days=10))
     assert not payloads("subscription.canceled")
     InvoiceGenerator().process_due_subscriptions(NOW)
+    message = WebhookMessage.objects.get(event_type="subscription.canceled")
+    assert (message.object_id, message.body) == (subscription.id, "")  # rendered when first claimed
+    Sender().claim(NOW, 10, [], Counter())
     (canceled,) = payloads("subscription.canceled")
     assert canceled["data"]["id"] == subscription.id and canceled["data"]["status"] == "CANCELED"
+    assert canceled["timestamp"] == "2025-02-01T01:00:00Z"
 
 
 def test_rotation_signs_with_both_secrets_for_24_hours_then_only_the_new_one(receiver):
@@ -172,3 +177,22 @@ def test_rotation_signs_with_both_secrets_for_24_hours_then_only_the_new_one(rec
         Webhook(rotated.secret).verify(request.body, request.headers)
         with pytest.raises(Exception, match="No matching signature"):
             Webhook(old).verify(request.body, request.headers)
+
+
+def test_the_run_s_messages_are_rendered_once_when_first_claimed_then_kept(private_ok):
+    create_due_subscriptions(2)
+    listening(["invoice.created"])
+    InvoiceGenerator().process_due_subscriptions(NOW)
+    assert set(WebhookMessage.objects.values_list("body", flat=True)) == {""}
+    first = WebhookMessage.objects.order_by("id").first()
+    assert first.webhook_id.startswith("msg_") and len(first.webhook_id) <= 40
+    sender = Sender()
+    claimed = sender.claim(NOW + timedelta(seconds=1), 10, [], Counter())
+    (draft,) = [p for p in payloads("invoice.created") if p["data"]["id"] == first.object_id]
+    assert draft["data"]["status"] == "DRAFT" and draft["timestamp"] == "2025-02-01T01:00:00Z"
+    assert {c.body for c in claimed} == set(WebhookMessage.objects.values_list("body", flat=True))
+    # Finalized afterwards: the stored body, and so every later attempt, still says what was sent.
+    invoice_services.finalize_invoice(first.object_id, NOW + timedelta(hours=2))
+    WebhookMessage.objects.update(lease_expires_at=None)
+    again = sender.claim(NOW + timedelta(seconds=2), 10, [], Counter())
+    assert {c.body for c in again} == {c.body for c in claimed}
