@@ -121,6 +121,11 @@ class WebhookMessageSerializer(serializers.ModelSerializer):
         return json.loads(message.body) if message.body else None
 
 
+class DeletedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    deleted = serializers.BooleanField()
+
+
 def endpoints_of(organization):
     return WebhookEndpoint.objects.filter(organization=organization)
 
@@ -180,8 +185,8 @@ class WebhookEndpointList(ScopedListCreate):
     delete=extend_schema(
         tags=[TAG],
         summary="Delete a webhook endpoint",
-        description="Its messages and their attempts go with it.",
-        responses={204: None, 401: UNAUTHORIZED, 404: NOT_FOUND},
+        description="Its messages and their attempts go with it. The answer is JSON like every other.",
+        responses={200: DeletedSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
     ),
 )
 class WebhookEndpointDetail(OrganizationScoped, generics.RetrieveUpdateDestroyAPIView):
@@ -191,6 +196,12 @@ class WebhookEndpointDetail(OrganizationScoped, generics.RetrieveUpdateDestroyAP
 
     def get_queryset(self):
         return endpoints_of(self.organization())
+
+    def delete(self, request, *args, **kwargs):
+        endpoint = self.get_object()
+        deleted = {"id": endpoint.id, "deleted": True}
+        endpoint.delete()
+        return Response(DeletedSerializer(deleted).data)
 
     def patch(self, request, *args, **kwargs):
         endpoint = self.get_object()

@@ -223,8 +223,16 @@ class Sender:
         return outcome(kind, response.status_code, response.excerpt)
 
     def record(self, outcomes: list[AttemptOutcome], result: SendResult) -> None:
-        """The attempts and each message's next state, in one transaction."""
+        """The attempts and each message's next state, in one transaction. A message deleted
+        meanwhile (its endpoint was deleted) has nothing left to record."""
         with transaction.atomic():
+            alive = set(
+                WebhookMessage.objects.filter(id__in=[o.message.id for o in outcomes]).values_list(
+                    "id", flat=True
+                )
+            )
+            result.lost_leases += sum(1 for o in outcomes if o.message.id not in alive)
+            outcomes = [o for o in outcomes if o.message.id in alive]
             WebhookAttempt.objects.bulk_create(
                 [
                     WebhookAttempt(

@@ -85,7 +85,8 @@ def test_update_delete_and_rotate(ops_api):
     assert rotated.json()["previous_secret_expires_at"] == "2025-02-02T01:00:00Z"
     stored = WebhookEndpoint.objects.get()
     assert (stored.previous_secret, stored.secret) == (endpoint["secret"], rotated.json()["secret"])
-    assert ops_api.delete(path).status_code == 204
+    deleted = ops_api.delete(path)
+    assert (deleted.status_code, deleted.json()) == (200, {"id": endpoint["id"], "deleted": True})
     assert ops_api.get(path).status_code == 404
 
 

@@ -1,6 +1,7 @@
 """Delivery to a real HTTP receiver on loopback: signatures, retries, 410, timeouts, leases."""
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from invoicing.generator import InvoiceGenerator
 from invoicing.models import Invoice
 from subscriptions.models import Organization
 from tests.ops.support import create_due_subscriptions
-from webhooks.delivery import MAX_ATTEMPTS, RETRY_DELAYS, Sender, lease_length
+from webhooks.delivery import MAX_ATTEMPTS, RETRY_DELAYS, AttemptOutcome, Sender, SendResult, lease_length
 from webhooks.models import WebhookAttempt, WebhookMessage
 from webhooks.services import create_endpoint, enqueue, enqueue_invoice_created
 
@@ -166,15 +167,13 @@ def test_a_slow_endpoint_times_out_and_does_not_hold_up_the_others(receiver):
 def test_a_killed_sender_loses_nothing_its_lease_expires_and_another_delivers(receiver):
     billed_organization(receiver, count=2)
     killed = Sender()
-    claimed = killed.claim(NOW, 10, [], __import__("collections").Counter())
+    claimed = killed.claim(NOW, 10, [], Counter())
     assert len(claimed) == 2  # ... and the process dies here, before any POST or record
     assert send(NOW + timedelta(seconds=30)).attempts == 0  # leased: nobody else takes them
     lease = lease_length(killed.timeout)
     assert send(NOW + lease).delivered == 2
     assert len(receiver.received) == 2
     # The dead sender's late record (had it survived) does not overwrite the delivery.
-    from webhooks.delivery import AttemptOutcome, SendResult
-
     late = SendResult()
     killed.record([AttemptOutcome(claimed[0], NOW, "HTTP_ERROR", 500, 3)], late)
     assert late.lost_leases == 1
@@ -218,3 +217,14 @@ def test_the_run_s_enqueue_costs_two_queries_for_any_batch_when_somebody_listens
         with django_assert_num_queries(2):
             assert enqueue_invoice_created(ids, NOW) == 6
     assert len(set(WebhookMessage.objects.values_list("webhook_id", flat=True))) == 3
+
+
+def test_an_endpoint_deleted_while_its_message_is_in_flight_is_recorded_as_nothing(receiver):
+    endpoint = billed_organization(receiver, count=1)
+    sender = Sender()
+    (claimed,) = sender.claim(NOW, 10, [], Counter())
+    outcome = sender.attempt(claimed, lambda: NOW)
+    endpoint.delete()
+    result = SendResult()
+    sender.record([outcome], result)
+    assert result.lost_leases == 1 and not WebhookAttempt.objects.exists()
