@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from standardwebhooks import Webhook
 
 from webhooks.destinations import DestinationRefused, post, resolve
@@ -247,17 +247,35 @@ class Sender:
                     for o in outcomes
                 ]
             )
+            delivered = defaultdict(list)
             for o in outcomes:
-                self._advance(o, result)
+                if o.outcome == WebhookAttempt.Outcome.DELIVERED:
+                    delivered[o.message.lease_expires_at].append(o)
+                else:
+                    self._advance(o, result)
+            for lease_expires_at, group in delivered.items():
+                self._delivered(lease_expires_at, group, result)
+
+    def _delivered(self, lease_expires_at, group: list[AttemptOutcome], result: SendResult) -> None:
+        """The delivered messages of one claim (one lease) in one UPDATE, the common case."""
+        updated = WebhookMessage.objects.filter(
+            id__in=[o.message.id for o in group],
+            status=WebhookMessage.Status.PENDING,
+            lease_expires_at=lease_expires_at,
+        ).update(
+            status=WebhookMessage.Status.DELIVERED,
+            delivered_at=Case(*(When(id=o.message.id, then=Value(o.attempted_at)) for o in group)),
+            attempt_count=F("attempt_count") + 1,
+            next_attempt_at=None,
+            lease_expires_at=None,
+        )
+        result.delivered += updated
+        result.lost_leases += len(group) - updated
 
     def _advance(self, o: AttemptOutcome, result: SendResult) -> None:
         count = o.message.attempt_count + 1
         changes = {"attempt_count": count, "lease_expires_at": None}
-        if o.outcome == WebhookAttempt.Outcome.DELIVERED:
-            changes |= {"status": WebhookMessage.Status.DELIVERED, "delivered_at": o.attempted_at}
-            changes["next_attempt_at"] = None
-            counter = "delivered"
-        elif o.status_code == GONE or count >= MAX_ATTEMPTS:
+        if o.status_code == GONE or count >= MAX_ATTEMPTS:
             changes |= {"status": WebhookMessage.Status.FAILED, "next_attempt_at": None}
             counter = "failed"
         else:
