@@ -13,6 +13,8 @@ from core.money import is_known_currency, plain
 from metering.services import adopt_unbound_events
 from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
 from subscriptions.periods import first_period
+from webhooks import services as webhooks
+from webhooks.events import EventType
 
 # Backdated starts are a feature (migrations, replays), within bounds (spec section 2): the
 # invoice run bills a bounded number of periods per run, so the bound only keeps dates sensible.
@@ -150,6 +152,7 @@ def start_subscription(
         Customer.objects.select_for_update().filter(id=customer.id).first()
         subscription.save()
         adopt_unbound_events(subscription)
+        webhooks.enqueue(EventType.SUBSCRIPTION_CREATED, [subscription.id], now or timezone.now())
     return subscription
 
 
@@ -181,6 +184,8 @@ def cancel_subscription(subscription: Subscription, *, at_period_end: bool, now:
         else:
             subscription.status, subscription.canceled_at = Subscription.Status.CANCELED, now
         subscription.save(update_fields=["cancel_at_period_end", "status", "canceled_at"])
+        if subscription.status == Subscription.Status.CANCELED:  # at period end: the run sends it then
+            webhooks.enqueue(EventType.SUBSCRIPTION_CANCELED, [subscription.id], now)
     return subscription
 
 
