@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api import views
+from api import views, webhook_endpoints
 from api.errors import not_found
 
 urlpatterns = [
@@ -30,6 +30,28 @@ urlpatterns = [
     path("invoices/<str:pk>/pdf", views.InvoicePdf.as_view(), name="invoice-pdf"),
     path("invoices/<str:pk>/finalize", views.FinalizeInvoice.as_view(), name="invoice-finalize"),
     path("invoices/<str:pk>/void", views.VoidInvoice.as_view(), name="invoice-void"),
+    path("webhook-endpoints", webhook_endpoints.WebhookEndpointList.as_view(), name="webhook-endpoint-list"),
+    path(
+        "webhook-endpoints/<str:pk>",
+        webhook_endpoints.WebhookEndpointDetail.as_view(),
+        name="webhook-endpoint-detail",
+    ),
+    path(
+        "webhook-endpoints/<str:pk>/rotate-secret",
+        webhook_endpoints.RotateSecret.as_view(),
+        name="webhook-endpoint-rotate-secret",
+    ),
+    path("webhook-messages", webhook_endpoints.WebhookMessageList.as_view(), name="webhook-message-list"),
+    path(
+        "webhook-messages/<str:pk>",
+        webhook_endpoints.WebhookMessageDetail.as_view(),
+        name="webhook-message-detail",
+    ),
+    path(
+        "webhook-messages/<str:pk>/retry",
+        webhook_endpoints.RetryMessage.as_view(),
+        name="webhook-message-retry",
+    ),
     path("workers/health", views.WorkerHealth.as_view(), name="worker-health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

@@ -100,6 +100,9 @@ class Result:
     repeat: int
     sql_floor_runs_s: list
     wall_runs_s: list
+    # Webhook endpoints listening to invoice.created (--webhook-endpoints): the outbox's cost.
+    webhook_endpoints: int = 0
+    webhook_messages: int = 0
 
 
 # -- the benchmark database --------------------------------------------------------------------
@@ -446,8 +449,12 @@ def reset_to_due() -> None:
     indexes as the first, not one full of the last run's dead row versions."""
     from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence, WorkerRun
     from subscriptions.models import Subscription
+    from webhooks.models import WebhookAttempt, WebhookMessage
 
-    tables = [m._meta.db_table for m in (InvoiceLineItem, Invoice, InvoiceNumberSequence, WorkerRun)]
+    tables = [
+        m._meta.db_table
+        for m in (WebhookAttempt, WebhookMessage, InvoiceLineItem, Invoice, InvoiceNumberSequence, WorkerRun)
+    ]
     subscriptions = Subscription._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -580,6 +587,7 @@ def benchmark(
     progress,
     repeat=1,
     mix=False,
+    webhook_endpoints=0,
 ) -> Result:
     """Build the data set once, then `repeat` times: time the floor, run the invoice run, and put
     the data set back (reset_to_due). A shared machine moves any single timing by tens of percent
@@ -593,6 +601,7 @@ def benchmark(
     setup_started = time.perf_counter()
     use_bench_database(database)
     build_data_set(subscriptions, events, fixed, aggregations, progress, pricing_models)
+    add_webhook_endpoints(webhook_endpoints)
     setup_s = time.perf_counter() - setup_started
     workers = workers or default_workers()  # what generate_invoices starts when not told
     floor = SqlFloor()
@@ -636,7 +645,34 @@ def benchmark(
         repeat=repeat,
         sql_floor_runs_s=[round(f, 4) for f in floors],
         wall_runs_s=[round(r["wall_s"], 4) for r in runs],
+        webhook_endpoints=webhook_endpoints,
+        webhook_messages=webhook_message_count(),
     )
+
+
+def add_webhook_endpoints(count: int) -> None:
+    """`count` endpoints of the benchmark's organization listening to invoice.created: the run then
+    writes one outbox message per invoice and endpoint (nothing is sent)."""
+    from subscriptions.models import Organization
+    from webhooks.models import WebhookEndpoint
+    from webhooks.services import new_secret
+
+    organization = Organization.objects.get()
+    WebhookEndpoint.objects.bulk_create(
+        WebhookEndpoint(
+            organization=organization,
+            url=f"https://93.184.215.14/bench-{n}",
+            events=["invoice.created"],
+            secret=new_secret(),
+        )
+        for n in range(count)
+    )
+
+
+def webhook_message_count() -> int:
+    from webhooks.models import WebhookMessage
+
+    return WebhookMessage.objects.count()
 
 
 def result_line(result: Result) -> str:

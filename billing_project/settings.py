@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "metering",
     "invoicing",
     "benchmarks",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -221,6 +222,7 @@ INVOICE_RUN_WORKERS = env.int("INVOICE_RUN_WORKERS", default=2)
 CRONJOBS = [
     ("0 * * * *", "invoicing.cron.generate_invoices"),
     ("*/5 * * * *", "invoicing.cron.finalize_invoices"),
+    ("* * * * *", "webhooks.cron.send_webhooks"),
 ]
 CRONTAB_DJANGO_PROJECT_NAME = "billing_project"
 CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
@@ -291,3 +293,12 @@ if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Request bodies: a 1000-event batch is ~0.4 MB; 5 MB leaves room and refuses anything absurd.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)
+
+# -- Webhooks (spec section 11, issue 15) ----------------------------------------------------------
+# Destinations on loopback, private, link-local (cloud metadata) or otherwise non-public addresses are
+# refused at registration and at delivery unless this is true (development and tests only).
+WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", default=False)
+WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=15.0)
+# Threads of one `send_webhooks` process, and how many of them one endpoint may hold at once.
+WEBHOOKS_CONCURRENCY = env.int("WEBHOOKS_CONCURRENCY", default=16)
+WEBHOOKS_CONCURRENCY_PER_ENDPOINT = env.int("WEBHOOKS_CONCURRENCY_PER_ENDPOINT", default=8)

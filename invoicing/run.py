@@ -7,7 +7,7 @@ batch, each in one transaction:
 2. work out the periods to bill;
 3. aggregate their usage in one statement;
 4. price each period;
-5. save the batch in a few set-based statements;
+5. save the batch in a few set-based statements, its webhook messages with it;
 6. commit;
 7. log what was committed;
 
@@ -29,7 +29,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from core import money
-from invoicing.batch_writes import SubscriptionAdvance, write_bills
+from invoicing.batch_writes import SubscriptionAdvance, WrittenInvoice, write_bills
 from invoicing.models import Invoice, WorkerRun
 from invoicing.pricing import InvoiceDraft, last_day, price_period
 from invoicing.run_lease import OpenRun, one_line_reason, recorded_run
@@ -41,6 +41,8 @@ from invoicing.worker_log import new_run_id
 from metering.selectors import aggregate_usage
 from subscriptions.models import Subscription
 from subscriptions.periods import periods_to_bill
+from webhooks import services as webhooks
+from webhooks.events import EventType
 
 # At most this many periods of one subscription per run (and per API or admin trigger); a
 # subscription further behind stays due, is left alone for the rest of the run once it got its
@@ -308,7 +310,7 @@ class InvoiceRun:
         subscription is to blame: the batch rolls back whole and the run fails (D16)."""
         try:
             with transaction.atomic():
-                return list(zip(bills, write_bills(bills, self.now), strict=True)), []
+                return list(zip(bills, self.write(bills), strict=True)), []
         except DatabaseError:
             if transaction_broken():
                 raise
@@ -316,12 +318,22 @@ class InvoiceRun:
         for bill in bills:
             try:
                 with transaction.atomic():
-                    written.append((bill, write_bills([bill], self.now)[0]))
+                    written.append((bill, self.write([bill])[0]))
             except DatabaseError as exc:
                 if transaction_broken():
                     raise
                 failures.append(Failure(bill.subscription, one_line_reason(exc)))
         return written, failures
+
+    def write(self, bills) -> list[list[WrittenInvoice]]:
+        """Step 5 for these bills: their rows, and their webhook messages in the same transaction
+        (the outbox: an invoice never exists without its invoice.created message, and a rolled-back
+        one never sends one)."""
+        written = write_bills(bills, self.now)
+        webhooks.enqueue_invoice_created([invoice.id for own in written for invoice in own], self.now)
+        canceled = [bill.subscription.id for bill in bills if bill.cancel]
+        webhooks.enqueue_unrendered(EventType.SUBSCRIPTION_CANCELED, canceled, self.now)
+        return written
 
     def report(self, written, failures) -> None:
         """Step 7, after the commit: a line never claims an invoice that was rolled back."""

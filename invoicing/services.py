@@ -22,6 +22,8 @@ from invoicing.savepoints import transaction_broken
 from invoicing.selectors import drafts_due_for_finalization
 from invoicing.usage import usage_by_charge, usage_questions
 from metering.selectors import aggregate_usage
+from webhooks import services as webhooks
+from webhooks.events import EventType
 
 
 class InvoiceStateError(Exception):
@@ -177,6 +179,7 @@ def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
         refresh_drafts([invoice])
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
         invoice.save(update_fields=["status", "finalized_at", "updated_at"])
+        webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id], now)
     return invoice
 
 
@@ -188,6 +191,9 @@ def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
     return _stamp(invoice_id, "mark_paid", Invoice.Status.PAID, "paid_at", now)
 
 
+STAMP_EVENTS = {Invoice.Status.PAID: EventType.INVOICE_PAID, Invoice.Status.VOID: EventType.INVOICE_VOIDED}
+
+
 def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: datetime) -> Invoice:
     """A transition that only sets the status and the date it happened, under the row lock."""
     with transaction.atomic():
@@ -196,6 +202,7 @@ def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: dat
         invoice.status = status
         setattr(invoice, stamp_field, now)
         invoice.save(update_fields=["status", stamp_field, "updated_at"])
+        webhooks.enqueue(STAMP_EVENTS[status], [invoice.id], now)
     return invoice
 
 
@@ -216,6 +223,7 @@ def _finalize(invoices: list[Invoice], now: datetime) -> list[tuple[Invoice, obj
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
         invoice.updated_at = touched
     Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
+    webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id for invoice in invoices], now)
     return changed
 
 

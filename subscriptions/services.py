@@ -19,6 +19,8 @@ from subscriptions.pricing_terms import (
     plan_floor_errors,
     validate_charge_terms,
 )
+from webhooks import services as webhooks
+from webhooks.events import EventType
 
 # Backdated starts are a feature (migrations, replays), within bounds (spec section 2): the
 # invoice run bills a bounded number of periods per run, so the bound only keeps dates sensible.
@@ -178,6 +180,7 @@ def start_subscription(
         Customer.objects.select_for_update().filter(id=customer.id).first()
         subscription.save()
         adopt_unbound_events(subscription)
+        webhooks.enqueue(EventType.SUBSCRIPTION_CREATED, [subscription.id], now or timezone.now())
     return subscription
 
 
@@ -209,6 +212,8 @@ def cancel_subscription(subscription: Subscription, *, at_period_end: bool, now:
         else:
             subscription.status, subscription.canceled_at = Subscription.Status.CANCELED, now
         subscription.save(update_fields=["cancel_at_period_end", "status", "canceled_at"])
+        if subscription.status == Subscription.Status.CANCELED:  # at period end: the run sends it then
+            webhooks.enqueue(EventType.SUBSCRIPTION_CANCELED, [subscription.id], now)
     return subscription
 
 

@@ -21,6 +21,7 @@ from metering.models import Meter, UsageEvent
 from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
 from tests.admin.conftest import build_world
 from tests.factories import T0
+from webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 pytestmark = pytest.mark.django_db
 BILLED_AT = T0.replace(month=2, hour=1)
@@ -33,6 +34,23 @@ def billed():
     create_api_key(world.organization, "CI")
     by_customer = {invoice.customer.external_id: invoice for invoice in result.invoices}
     return world, result, by_customer["baeckerei"], by_customer["rotterdam"]
+
+
+def webhook_samples() -> dict:
+    endpoint = WebhookEndpoint.objects.create(
+        organization=Organization.objects.first(),
+        url="https://93.184.215.14/h",
+        events=["*"],
+        secret="whsec_x",
+    )
+    message = WebhookMessage.objects.create(
+        endpoint=endpoint, webhook_id="msg_1", event_type="invoice.paid", object_id=1, body="{}",
+        next_attempt_at=BILLED_AT, created_at=BILLED_AT,
+    )  # fmt: skip
+    attempt = WebhookAttempt.objects.create(
+        message=message, attempted_at=BILLED_AT, outcome="HTTP_ERROR", status_code=500, duration_ms=3
+    )
+    return {WebhookEndpoint: endpoint, WebhookMessage: message, WebhookAttempt: attempt}
 
 
 def test_every_changelist_change_and_add_page_renders(admin_client, billed):
@@ -48,6 +66,7 @@ def test_every_changelist_change_and_add_page_renders(admin_client, billed):
         Invoice: Invoice.objects.first(),
         TaxRate: TaxRate.objects.first(),
         WorkerRun: WorkerRun.objects.first(),
+        **webhook_samples(),
     }
     registered = {model for model in admin.site._registry if model._meta.app_label != "auth"}
     assert registered == {model for model, obj in samples.items() if model is not Charge}

@@ -35,9 +35,11 @@ from tests.factories import (
 
 # What only the stored data or the clock can refuse, which no schema can state: a reference to an
 # object that does not exist, a value that must be unique, an event the ingestion rules refuse (the
-# 422s), a start_at outside 2000-01-01 .. one year from now (spec section 2, D3).
+# 422s), a start_at outside 2000-01-01 .. one year from now (spec section 2, D3), and a webhook URL
+# whose host does not resolve or resolves to a non-public address (SSRF: only DNS can say).
 STORED_DATA_SAYS_NO = re.compile(
-    r"^(no \w+ has the |unknown |an? \w+ with \w+ .* already exists|must lie from 2000-01-01T00:00:00Z )"
+    r"^(no \w+ has the |unknown |an? \w+ with \w+ .* already exists|must lie from 2000-01-01T00:00:00Z "
+    r"|destination refused: )"
 )
 
 # What JSON Schema cannot state about a plan's pricing terms (spec section 8): the digits of a JSON

@@ -18,6 +18,8 @@ from tests.factories import (
     SubscriptionFactory,
     UsageEventFactory,
 )
+from webhooks.models import WebhookEndpoint, WebhookMessage
+from webhooks.services import create_endpoint
 
 
 @pytest.fixture
@@ -27,6 +29,7 @@ def ours(org):
     sub = SubscriptionFactory(customer=customer, external_id="sub-1")
     ChargeFactory(plan=sub.plan, charge_type="USAGE", meter=meter)
     UsageEventFactory(customer=customer, code="api_calls")
+    endpoint = create_endpoint(organization=org, url="https://93.184.215.14/hook", events=["*"])
     with time_machine.travel(datetime(2025, 2, 1, 1, tzinfo=UTC), tick=False):
         InvoiceGenerator().process_due_subscriptions()
     return {
@@ -35,6 +38,8 @@ def ours(org):
         "plan": sub.plan_id,
         "subscription": sub.id,
         "invoice": Invoice.objects.get().id,
+        "webhook_endpoint": endpoint.id,
+        "webhook_message": WebhookMessage.objects.get(event_type="invoice.created").id,
     }
 
 
@@ -60,6 +65,16 @@ def endpoints(ids):
         ("invoice-pdf", "get", f"/api/v1/invoices/{ids['invoice']}/pdf"),
         ("invoice-finalize", "post", f"/api/v1/invoices/{ids['invoice']}/finalize"),
         ("invoice-void", "post", f"/api/v1/invoices/{ids['invoice']}/void"),
+        ("webhook-endpoint-detail", "get", f"/api/v1/webhook-endpoints/{ids['webhook_endpoint']}"),
+        ("webhook-endpoint-detail", "patch", f"/api/v1/webhook-endpoints/{ids['webhook_endpoint']}"),
+        ("webhook-endpoint-detail", "delete", f"/api/v1/webhook-endpoints/{ids['webhook_endpoint']}"),
+        (
+            "webhook-endpoint-rotate-secret",
+            "post",
+            f"/api/v1/webhook-endpoints/{ids['webhook_endpoint']}/rotate-secret",
+        ),
+        ("webhook-message-detail", "get", f"/api/v1/webhook-messages/{ids['webhook_message']}"),
+        ("webhook-message-retry", "post", f"/api/v1/webhook-messages/{ids['webhook_message']}/retry"),
     ]
 
 
@@ -68,15 +83,28 @@ def test_every_object_endpoint_is_covered():
     assert named == {
         name
         for name, _, _ in endpoints(
-            dict.fromkeys(["customer", "meter", "plan", "subscription", "invoice"], 1)
+            dict.fromkeys(
+                [
+                    "customer",
+                    "meter",
+                    "plan",
+                    "subscription",
+                    "invoice",
+                    "webhook_endpoint",
+                    "webhook_message",
+                ],
+                1,
+            )
         )
     }
 
 
 @time_machine.travel(datetime(2025, 2, 1, 2, tzinfo=UTC), tick=False)
 def test_another_organizations_key_gets_404_everywhere(api, other_api, ours):
+    secret = WebhookEndpoint.objects.get().secret
     for name, method, path in endpoints(ours):
         body = {"at_period_end": False} if name == "subscription-cancel" else None
+        body = {"enabled": False} if method == "patch" else body
         answer = getattr(other_api, method)(path, body)
         assert answer.status_code == 404, (name, answer.status_code)
         assert "detail" in answer.json()
@@ -86,12 +114,15 @@ def test_another_organizations_key_gets_404_everywhere(api, other_api, ours):
     # Nothing was changed by the other key's POSTs.
     assert Subscription.objects.get(id=ours["subscription"]).status == "ACTIVE"
     assert Invoice.objects.get(id=ours["invoice"]).status == "DRAFT"
+    assert WebhookEndpoint.objects.filter(enabled=True, secret=secret).count() == 1
 
 
 def test_lists_and_references_stay_inside_the_organization(api, other_api, ours):
-    for resource in ("customers", "meters", "plans", "subscriptions", "invoices"):
+    for resource in ("customers", "meters", "plans", "subscriptions", "invoices", "webhook-endpoints"):
         assert other_api.get(f"/api/v1/{resource}").json()["count"] == 0, resource
         assert api.get(f"/api/v1/{resource}").json()["count"] == 1, resource
+    assert other_api.get("/api/v1/webhook-messages").json()["count"] == 0
+    assert api.get("/api/v1/webhook-messages").json()["count"] == 1  # invoice.created
     assert other_api.get("/api/v1/invoices", {"customer": ours["customer"]}).json()["count"] == 0
     sub = other_api.post(
         "/api/v1/subscriptions", {"customer": ours["customer"], "plan": "x", "external_id": "s"}

@@ -19,6 +19,8 @@ from tests.factories import (
     SubscriptionFactory,
     client_for,
 )
+from webhooks.models import WebhookMessage
+from webhooks.services import create_endpoint
 
 # Every endpoint and the methods it answers. A new endpoint (or method) fails
 # test_every_api_endpoint_is_covered until it is listed here, and so walked by the hostile test.
@@ -40,6 +42,12 @@ EXPECTED = {
     "invoice-pdf": {"GET"},
     "invoice-finalize": {"POST"},
     "invoice-void": {"POST"},
+    "webhook-endpoint-list": {"GET", "POST"},
+    "webhook-endpoint-detail": {"GET", "PATCH", "DELETE"},
+    "webhook-endpoint-rotate-secret": {"POST"},
+    "webhook-message-list": {"GET"},
+    "webhook-message-detail": {"GET"},
+    "webhook-message-retry": {"POST"},
     "worker-health": {"GET"},
     "schema": {"GET"},
     "docs": {"GET"},
@@ -111,9 +119,12 @@ def world(db):
     ChargeFactory(plan=plan)
     ChargeFactory(plan=plan, charge_type="USAGE", meter=meter)
     sub = SubscriptionFactory(customer=customer, plan=plan, external_id="sub-1")
+    endpoint = create_endpoint(organization=org, url="https://93.184.215.14/hook", events=["*"])
     (invoice,) = InvoiceGenerator().process_subscription(sub.id, datetime(2025, 2, 1, tzinfo=UTC)).invoices
     ids = {"customer": customer.id, "meter": meter.id, "plan": plan.id}
     ids.update(subscription=sub.id, invoice=invoice.id)
+    ids["webhook-endpoint"] = endpoint.id
+    ids["webhook-message"] = WebhookMessage.objects.get(event_type="invoice.created").id
     return client_for(org), ids, customer
 
 
@@ -128,6 +139,9 @@ VALID_BODIES = {
     "subscription-list": {"customer": "CUSTOMER", "plan": "pro", "external_id": "s-UNIQUE",
                           "start_at": "2025-03-01T00:00:00Z"},
     "subscription-cancel": {"at_period_end": True},
+    "webhook-endpoint-list": {"url": "https://93.184.215.14/hook", "events": ["invoice.created"],
+                              "description": "ERP"},
+    "webhook-endpoint-detail": {"url": "https://93.184.215.14/other", "events": ["*"], "enabled": True},
     "events": {"transaction_id": "t-UNIQUE", "external_customer_id": "acme", "code": "gb",
                "timestamp": "2025-01-15T00:00:00Z", "properties": {"gb": "1.5"}},
 }  # fmt: skip

@@ -67,7 +67,7 @@ def test_crontab_add_show_remove_writes_absolute_paths_and_leaves_other_lines_al
 
     added = manage("crontab", "add", env=env)
     assert added.returncode == 0, added.stderr
-    generate, finalize = our_lines()
+    generate, finalize, webhooks = our_lines()
     python, manage_py, log = (
         shlex.quote(sys.executable),
         settings.BASE_DIR / "manage.py",
@@ -79,10 +79,12 @@ def test_crontab_add_show_remove_writes_absolute_paths_and_leaves_other_lines_al
         generate,
     ), generate
     assert finalize.startswith(f"*/5 * * * * {python} {manage_py} crontab run ")
+    assert webhooks.startswith(f"* * * * * {python} {manage_py} crontab run ")
 
     shown = manage("crontab", "show", env=env)
     assert "invoicing.cron.generate_invoices" in shown.stdout
     assert "invoicing.cron.finalize_invoices" in shown.stdout
+    assert "webhooks.cron.send_webhooks" in shown.stdout
 
     removed = manage("crontab", "remove", env=env)
     assert removed.returncode == 0, removed.stderr
@@ -99,12 +101,12 @@ def test_the_cron_line_bills_due_subscriptions_with_cron_s_empty_environment(tmp
     # ENV_FILE, given at `crontab add`, is written into the line; the URL itself never is.
     added = manage("crontab", "add", env={**cron_environment(), "ENV_FILE": str(config)})
     assert added.returncode == 0, added.stderr
-    generate, finalize = our_lines()
+    generate, finalize, webhooks = our_lines()
     assert generate.startswith(f"0 * * * * ENV_FILE={config} {sys.executable} ")
     assert "postgres://" not in generate
 
     # Run each line's command exactly as cron would: /bin/sh -c with cron's environment.
-    for line in (generate, finalize):
+    for line in (generate, finalize, webhooks):
         command = line.split(" ", 5)[5].removesuffix(COMMENT)
         done = subprocess.run(
             ["/bin/sh", "-c", command], env=cron_environment(), capture_output=True, text=True

@@ -57,6 +57,13 @@ class Command(BaseCommand):
             "between runs; the best of each is reported, with every sample",
         )
         parser.add_argument(
+            "--webhook-endpoints",
+            type=int,
+            default=0,
+            help="Webhook endpoints listening to invoice.created: the run writes one outbox message per "
+            "invoice and endpoint, to measure what the outbox costs (default 0: none)",
+        )
+        parser.add_argument(
             "--database",
             help="Benchmark database: a name on the DATABASE_URL server (default billing_bench) or, on "
             "SQLite, a file (default bench.sqlite3). It is dropped and recreated; one holding other "
@@ -78,8 +85,8 @@ class Command(BaseCommand):
     def run(self, options):
         from django.db import connection
 
-        for name in ("subscriptions", "events", "workers", "batch_size", "repeat"):
-            minimum = 0 if name == "events" else 1
+        for name in ("subscriptions", "events", "workers", "batch_size", "repeat", "webhook_endpoints"):
+            minimum = 0 if name in ("events", "webhook_endpoints") else 1
             if options[name] is not None and options[name] < minimum:
                 raise BenchError(f"--{name.replace('_', '-')}: must be at least {minimum}")
         fixed, usage = invoice_run.parse_charges(options["charges"])
@@ -123,6 +130,7 @@ class Command(BaseCommand):
             progress=progress,
             repeat=options["repeat"],
             mix=options["pricing_mix"],
+            webhook_endpoints=options["webhook_endpoints"],
         )
 
     def print_table(self, result):
@@ -149,6 +157,13 @@ class Command(BaseCommand):
             ("queries", f"{result.queries_total:,} ({result.queries_per_subscription:.4f} per subscription)"),
             ("peak RSS (largest worker)", f"{result.peak_rss_mb:.1f} MB"),
         ]
+        if result.webhook_endpoints:
+            rows.append(
+                (
+                    "webhook outbox",
+                    f"{result.webhook_endpoints} endpoints, {result.webhook_messages:,} messages",
+                )
+            )
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
             self.stdout.write(f"{label.ljust(width)}  {value}")
