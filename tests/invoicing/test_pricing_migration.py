@@ -12,7 +12,7 @@ from django.db.migrations.executor import MigrationExecutor
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [
-    ("subscriptions", "0006_names_and_codes_refuse_control_characters"),
+    ("subscriptions", "0007_apikey_moved_to_api"),
     ("invoicing", "0010_worker_run_lease"),
 ]
 AFTER = [("subscriptions", "0008_charge_pricing_models"), ("invoicing", "0011_line_kind_details_terms")]
