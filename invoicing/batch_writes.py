@@ -80,8 +80,8 @@ class LineRow(NamedTuple):
             line.position,
             line.kind,
             line.pricing_model,
-            json.dumps(line.details_json()),
-            json.dumps(line.terms),
+            json.dumps(line.details_json()) if line.details else "[]",
+            line.terms_json or json.dumps(line.terms),
         )
 
 

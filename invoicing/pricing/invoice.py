@@ -36,6 +36,7 @@ class LineDraft:
     pricing_model: str | None = "PER_UNIT"  # None on true-up lines
     details: tuple[TierDetail, ...] = ()
     terms: dict = field(default_factory=dict)  # what the line stores as `terms` (JSON)
+    terms_json: str | None = None  # `terms` as JSON text, when the pricing terms already made it
 
     def details_json(self) -> list[dict]:
         return [detail.as_json() for detail in self.details]
@@ -101,9 +102,9 @@ def price_line(
         raise TypeError(f"a {terms.pricing_model} charge needs Usage(quantity, events), not a bare quantity")
     description = description or charge_description(charge)
     price = price_charge(terms, usage, currency, what or description)
-    snapshot = terms.snapshot()
+    snapshot, snapshot_json = terms.stored()
     if terms.pricing_model in COUNTS_EVENTS:
-        snapshot["events"] = usage.events
+        snapshot, snapshot_json = {**snapshot, "events": usage.events}, None
     return LineDraft(
         charge=charge,
         charge_type=charge.charge_type,
@@ -116,6 +117,7 @@ def price_line(
         pricing_model=terms.pricing_model,
         details=price.details,
         terms=snapshot,
+        terms_json=snapshot_json,
     )
 
 
