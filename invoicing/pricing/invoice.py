@@ -196,9 +196,10 @@ def price_lines(priced: list[Priced], currency: str, commitment: Decimal | None)
             charge, usage, currency, len(lines), terms=terms, description=description, what=what
         )
         lines.append(line)
-        true_up = minimum_line(line, _min_amount(line), currency, len(lines))
-        if true_up is not None:
-            lines.append(true_up)
+        if line.charge_type == "USAGE" and "min_amount" in line.terms:
+            true_up = minimum_line(line, _min_amount(line), currency, len(lines))
+            if true_up is not None:
+                lines.append(true_up)
     true_up = commitment_line(lines, commitment, currency, len(lines))
     if true_up is not None:
         lines.append(true_up)
