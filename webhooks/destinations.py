@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
@@ -51,16 +51,21 @@ def check_url_shape(url: str) -> None:
     if parts.username or parts.password:
         raise DestinationRefused("must not carry a user name or password")
     try:
-        parts.port  # noqa: B018 -- raises on a port out of range
+        port = parts.port  # raises on a port out of range
     except ValueError as exc:
         raise DestinationRefused("has an invalid port") from exc
+    if port == 0:  # would silently become the scheme's default port
+        raise DestinationRefused("has an invalid port")
 
 
 def refused_address(address: str) -> str | None:
     """Why this IP address may not be called, or None."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one (mapped, 6to4, Teredo) is judged as that IPv4 address.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo and ip.teredo[1])
+        if embedded is not None:
+            ip = embedded
     for kind, flag in (
         ("loopback", ip.is_loopback),
         ("unspecified", ip.is_unspecified),
@@ -95,6 +100,9 @@ def resolve(url: str) -> Destination:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    # The request line is ASCII: a non-ASCII path (a URLField accepts "/hook/é") is percent-encoded
+    # as a browser would, what is already ASCII is left as it is.
+    path = quote(path, safe="".join(chr(c) for c in range(0x21, 0x7F)))
     return Destination(parts.scheme, parts.hostname, port, path, addresses[0])
 
 
