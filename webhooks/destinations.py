@@ -10,11 +10,12 @@ are never followed. settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true lifts the addr
 development and tests).
 """
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
-import time
+import threading
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -130,16 +131,37 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 def post(destination: Destination, body: bytes, headers: dict[str, str], timeout: float) -> Response:
     """POST body; the status and the first EXCERPT_BYTES of the answer. Raises TimeoutError
-    (socket.timeout) or OSError (refused, reset, TLS) like the socket does."""
+    (socket.timeout) or OSError (refused, reset, TLS) like the socket does.
+
+    `timeout` bounds the whole exchange, not each read: a receiver that trickles its answer a byte
+    at a time, each within the timeout, is hung up on when the time is up (a watchdog shuts the
+    socket down) instead of holding a sender thread and its lease for as long as it likes."""
     kind = _PinnedHTTPSConnection if destination.scheme == "https" else _PinnedHTTPConnection
     connection = kind(destination, timeout)
-    deadline = time.monotonic() + timeout
+    timed_out = threading.Event()
+
+    def hang_up():
+        timed_out.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout, hang_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        connection.request("POST", destination.path, body=body, headers=headers)
-        answer = connection.getresponse()
-        if time.monotonic() > deadline:
+        try:
+            connection.request("POST", destination.path, body=body, headers=headers)
+            answer = connection.getresponse()
+            excerpt = answer.read(EXCERPT_BYTES)
+        except (OSError, http.client.HTTPException) as exc:
+            if timed_out.is_set():
+                raise TimeoutError("timed out") from exc
+            raise
+        if timed_out.is_set():
             raise TimeoutError("timed out")
-        excerpt = answer.read(EXCERPT_BYTES)
         return Response(answer.status, excerpt.decode("utf-8", errors="replace"))
     finally:
+        watchdog.cancel()
         connection.close()
