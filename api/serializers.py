@@ -300,7 +300,7 @@ class ChargeSerializer(StrictTypes, serializers.ModelSerializer):
         return attrs
 
 
-TIER_PATH = re.compile(r"^tiers\[(\d+)\]\.(\w+)$")
+TIER_PATH = re.compile(r"^tiers\[(\d+)\](?:\.(\w+))?$")
 
 
 def field_map_of(errors: dict[str, list[str]]) -> dict:
@@ -318,7 +318,8 @@ def field_map_of(errors: dict[str, list[str]]) -> dict:
         tiers = answer.setdefault("tiers", {})
         if isinstance(tiers, list):  # "tiers" has messages of its own too
             tiers = answer["tiers"] = {"non_field_errors": tiers}
-        tiers.setdefault(tier[1], {}).setdefault(tier[2], []).extend(messages)
+        # "tiers[0]" alone (a null tier) is about the whole tier, as DRF says of a tier that is no object.
+        tiers.setdefault(tier[1], {}).setdefault(tier[2] or "non_field_errors", []).extend(messages)
     return answer
 
 

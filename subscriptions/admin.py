@@ -81,6 +81,15 @@ class TiersField(forms.CharField):
         tiers, errors = [], []
         lines = [line for line in text.splitlines() if line.strip()]
         for number, line in enumerate(lines, start=1):
+            # A comma between digits is a decimal comma ("1,5") or a thousands one ("1,000"), not a
+            # separator: read as one, "5 1,5" silently became unit price 1 with a flat fee of 5.
+            ambiguous = re.search(r"[0-9],[0-9]+", line)
+            if ambiguous:
+                errors.append(
+                    f"tier {number}: '{ambiguous.group()}': write decimals with a point and no thousands "
+                    "separator, and separate the values with spaces"
+                )
+                continue
             words = line.replace(",", " ").split()
             if len(words) not in (2, 3):
                 errors.append(f"tier {number}: write 'up_to price [flat fee]', not '{line.strip()}'")

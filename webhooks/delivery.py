@@ -217,7 +217,9 @@ class Sender:
             response = post(destination, body, headers, self.timeout)
         except TimeoutError:
             return outcome(WebhookAttempt.Outcome.TIMEOUT, error=f"no answer within {self.timeout:g} s")
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: what the HTTP client refuses to send (UnicodeError, a bad header) is this
+            # message's failed attempt, never an exception that loses the whole batch's outcomes.
             return outcome(WebhookAttempt.Outcome.CONNECTION_ERROR, error=f"{type(exc).__name__}: {exc}")
         kind = WebhookAttempt.Outcome.DELIVERED if 200 <= response.status_code < 300 else "HTTP_ERROR"
         return outcome(kind, response.status_code, response.excerpt)

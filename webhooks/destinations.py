@@ -10,13 +10,14 @@ are never followed. settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true lifts the addr
 development and tests).
 """
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
-import time
+import threading
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
@@ -51,16 +52,21 @@ def check_url_shape(url: str) -> None:
     if parts.username or parts.password:
         raise DestinationRefused("must not carry a user name or password")
     try:
-        parts.port  # noqa: B018 -- raises on a port out of range
+        port = parts.port  # raises on a port out of range
     except ValueError as exc:
         raise DestinationRefused("has an invalid port") from exc
+    if port == 0:  # would silently become the scheme's default port
+        raise DestinationRefused("has an invalid port")
 
 
 def refused_address(address: str) -> str | None:
     """Why this IP address may not be called, or None."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one (mapped, 6to4, Teredo) is judged as that IPv4 address.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo and ip.teredo[1])
+        if embedded is not None:
+            ip = embedded
     for kind, flag in (
         ("loopback", ip.is_loopback),
         ("unspecified", ip.is_unspecified),
@@ -95,6 +101,9 @@ def resolve(url: str) -> Destination:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    # The request line is ASCII: a non-ASCII path (a URLField accepts "/hook/é") is percent-encoded
+    # as a browser would, what is already ASCII is left as it is.
+    path = quote(path, safe="".join(chr(c) for c in range(0x21, 0x7F)))
     return Destination(parts.scheme, parts.hostname, port, path, addresses[0])
 
 
@@ -122,16 +131,37 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 def post(destination: Destination, body: bytes, headers: dict[str, str], timeout: float) -> Response:
     """POST body; the status and the first EXCERPT_BYTES of the answer. Raises TimeoutError
-    (socket.timeout) or OSError (refused, reset, TLS) like the socket does."""
+    (socket.timeout) or OSError (refused, reset, TLS) like the socket does.
+
+    `timeout` bounds the whole exchange, not each read: a receiver that trickles its answer a byte
+    at a time, each within the timeout, is hung up on when the time is up (a watchdog shuts the
+    socket down) instead of holding a sender thread and its lease for as long as it likes."""
     kind = _PinnedHTTPSConnection if destination.scheme == "https" else _PinnedHTTPConnection
     connection = kind(destination, timeout)
-    deadline = time.monotonic() + timeout
+    timed_out = threading.Event()
+
+    def hang_up():
+        timed_out.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout, hang_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        connection.request("POST", destination.path, body=body, headers=headers)
-        answer = connection.getresponse()
-        if time.monotonic() > deadline:
+        try:
+            connection.request("POST", destination.path, body=body, headers=headers)
+            answer = connection.getresponse()
+            excerpt = answer.read(EXCERPT_BYTES)
+        except (OSError, http.client.HTTPException) as exc:
+            if timed_out.is_set():
+                raise TimeoutError("timed out") from exc
+            raise
+        if timed_out.is_set():
             raise TimeoutError("timed out")
-        excerpt = answer.read(EXCERPT_BYTES)
         return Response(answer.status, excerpt.decode("utf-8", errors="replace"))
     finally:
+        watchdog.cancel()
         connection.close()

@@ -124,6 +124,19 @@ PROBLEMS = [
         "tiers",
         "tier 1: write &#x27;up_to price [flat fee]&#x27;, not &#x27;5&#x27;",
     ),
+    # Review 2026-11-30: "1,5" was read as two values, unit price 1 and a flat fee of 5.
+    (
+        {**GRADUATED, "tiers": "5 1,5\ninf 6"},
+        "tiers",
+        "tier 1: &#x27;1,5&#x27;: write decimals with a point and no thousands separator, and separate "
+        "the values with spaces",
+    ),
+    (
+        {**VOLUME, "tiers": "1,000 0.50\ninf 0.25"},
+        "tiers",
+        "tier 1: &#x27;1,000&#x27;: write decimals with a point and no thousands separator, and separate "
+        "the values with spaces",
+    ),
     (GRADUATED, "tiers", "required for a GRADUATED charge"),
     (
         {"pricing_model": "PACKAGE", "unit_price": "5", "package_size": "0"},
@@ -176,3 +189,12 @@ def test_a_plan_whose_floor_no_invoice_can_hold_is_refused_above_its_charges(adm
         "commitment) adds up to 100000000000000: it must stay below 100000000000000"
     ]
     assert Plan.objects.count() == 0
+
+
+def test_a_comma_followed_by_a_space_still_separates_the_values(admin_client, organization):
+    answer = add(admin_client, plan_form(organization, {**GRADUATED, "tiers": "5, 7.00, 2\ninf, 6"}))
+    assert answer.status_code == 302
+    assert Charge.objects.get().tiers == [
+        {"up_to": "5", "unit_price": "7", "flat_fee": "2"},
+        {"up_to": None, "unit_price": "6", "flat_fee": "0"},
+    ]

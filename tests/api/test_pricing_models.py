@@ -330,3 +330,12 @@ def test_a_plan_whose_floor_no_invoice_can_hold_is_refused(api, meters):
             "commitment) adds up to 100000000000000: it must stay below 100000000000000"
         ]
     }
+
+
+def test_a_null_tier_is_named_by_its_index_like_any_other_tier(api, meters):
+    """Review 2026-11-30: a null tier answered {"tiers[0]": [...]}, a key no client can look up the
+    way it reads every other tier's problem ({"tiers": {"0": {...}}})."""
+    answer = refused(api, usage(pricing_model="GRADUATED", tiers=[None, {"up_to": None, "unit_price": "1"}]))
+    assert answer["charges"]["0"] == {
+        "tiers": {"0": {"non_field_errors": ["a tier is an object: up_to, unit_price, flat_fee"]}}
+    }

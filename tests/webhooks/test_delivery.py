@@ -1,6 +1,7 @@
 """Delivery to a real HTTP receiver on loopback: signatures, retries, 410, timeouts, leases."""
 
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -228,3 +229,46 @@ def test_an_endpoint_deleted_while_its_message_is_in_flight_is_recorded_as_nothi
     result = SendResult()
     sender.record([outcome], result)
     assert result.lost_leases == 1 and not WebhookAttempt.objects.exists()
+
+
+@override_settings(WEBHOOKS_TIMEOUT_SECONDS=0.5, WEBHOOKS_ALLOW_PRIVATE_NETWORKS=True)
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout():
+    """Review 2026-11-30: the timeout was per socket read, so a receiver sending one header byte at
+    a time, each within the timeout, held a sender thread (and its lease) as long as it liked. The
+    receiver here trickles for up to 20 s; the sender must hang up long before it is done."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen = {}
+
+    def trickle():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):
+                conn.sendall(b"X-Slow: y\r\n")
+                time.sleep(0.2)
+            seen["outcome"] = "finished"
+        except OSError:
+            seen["outcome"] = "cut off"
+        conn.close()
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    create_due_subscriptions(1)
+    endpoint = create_endpoint(
+        organization=Organization.objects.get(), url=f"http://127.0.0.1:{listener.getsockname()[1]}/h",
+        events=["*"],
+    )  # fmt: skip
+    WebhookMessage.objects.create(
+        endpoint=endpoint, webhook_id="msg_slow", event_type="invoice.paid", object_id=1, body="{}",
+        next_attempt_at=NOW, created_at=NOW,
+    )  # fmt: skip
+    result = send()
+    server.join()
+    listener.close()
+    assert result.retrying == 1
+    assert WebhookAttempt.objects.get().outcome == "TIMEOUT"
+    assert seen["outcome"] == "cut off"

@@ -32,6 +32,8 @@ REFUSED = [
     "http://100.64.0.1/hook",  # carrier-grade NAT (shared address space)
     "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped loopback
     "http://2130706433/hook",  # 127.0.0.1 written as one number
+    "http://[2002:7f00:1::]/hook",  # 6to4: 127.0.0.1 inside an IPv6 address (review, 2026-11-30)
+    "http://[2002:a9fe:a9fe::]/hook",  # 6to4 of 169.254.169.254, the metadata service
 ]
 
 
@@ -51,6 +53,7 @@ def test_non_public_destinations_are_refused_at_registration(url):
         ("https:///hook", "must name a host"),
         ("https://user:pw@93.184.215.14/hook", "must not carry a user name or password"),
         ("https://93.184.215.14:99999/hook", "has an invalid port"),
+        ("https://93.184.215.14:0/hook", "has an invalid port"),  # was stored, then called on 443
         ("https://no-such-host.invalid/hook", "does not resolve"),
     ],
 )
@@ -94,3 +97,20 @@ def test_refused_again_at_delivery_after_resolution(receiver):
     attempt = WebhookAttempt.objects.get()
     assert attempt.outcome == "REFUSED" and "loopback" in attempt.error
     assert receiver.received == []
+
+
+@pytest.mark.django_db
+def test_a_non_ascii_path_is_sent_percent_encoded_and_never_loses_the_batch(receiver):
+    """Review 2026-11-30: a URL the API accepts ("/hook/é") made http.client raise
+    UnicodeEncodeError out of Sender.send_due, losing every outcome of the batch, every minute."""
+    organization = Organization.objects.create(name="O", slug="o", country="DE", default_currency="EUR")
+    accented = create_endpoint(organization=organization, url=receiver.url("/hook/é?q=ü"), events=["*"])
+    plain = create_endpoint(organization=organization, url=receiver.url("/plain"), events=["*"])
+    for number, endpoint in enumerate((accented, plain)):
+        WebhookMessage.objects.create(
+            endpoint=endpoint, webhook_id=f"msg_{number}", event_type="invoice.paid", object_id=1,
+            body="{}", next_attempt_at=NOW, created_at=NOW,
+        )  # fmt: skip
+    result = Sender().send_due(NOW)
+    assert (result.delivered, result.retrying) == (2, 0)
+    assert sorted(r.path for r in receiver.received) == ["/hook/%C3%A9?q=%C3%BC", "/plain"]
