@@ -227,7 +227,8 @@ def _numbers_without_gaps() -> Iterator[Finding]:
         yield Finding(_who(number, org), f"number's year is not the year it was issued ({issued_year})")
 
     counters = {
-        (row.organization_id, row.year): row.last_number for row in InvoiceNumberSequence.objects.all()
+        (row.organization_id, row.year): row.last_number
+        for row in InvoiceNumberSequence.objects.filter(kind=InvoiceNumberSequence.Kind.INVOICE)
     }
     groups = (
         well_formed.values("organization_id", "organization__slug", "number_year")
