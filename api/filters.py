@@ -6,7 +6,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
 from api.schema import ID_SCHEMA, MAX_ID
-from invoicing.models import Invoice
+from invoicing.models import CreditNote, Invoice
 
 
 @extend_schema_field(ID_SCHEMA)
@@ -64,3 +64,13 @@ class InvoiceFilter(filters.FilterSet):
 
     def filter_period(self, queryset, name, value):
         return queryset.filter(period_start__lte=value, period_end__gt=value)
+
+
+class CreditNoteFilter(filters.FilterSet):
+    invoice = IdFilter(field_name="invoice_id", min_value=1, max_value=MAX_ID, help_text="Invoice id")
+
+    class Meta:
+        model = CreditNote
+        fields = ["invoice"]
+
+    is_valid = InvoiceFilter.is_valid

@@ -550,7 +550,12 @@ class CreditLedgerEntry(models.Model):
     description = models.CharField(max_length=500, blank=True, default="")
     expires_at = models.DateTimeField(null=True, blank=True)
     invoice = models.ForeignKey(  # indexed by the unique application per invoice
-        Invoice, on_delete=models.PROTECT, null=True, blank=True, related_name="credit_entries", db_index=False
+        Invoice,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="credit_entries",
+        db_index=False,
     )
     credit_note = models.ForeignKey(
         CreditNote, on_delete=models.PROTECT, null=True, blank=True, related_name="credit_entries"

@@ -10,7 +10,6 @@ from django.db import connection
 
 from invoicing.models import InvoiceNumberSequence
 
-
 Kind = InvoiceNumberSequence.Kind
 PREFIXES = {Kind.INVOICE: "INV", Kind.CREDIT_NOTE: "CN"}
 

@@ -13,6 +13,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from core import money
+from invoicing.credits import apply_credits, expire_credits
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.pricing import price_lines, stored_usage, totals
 from invoicing.pricing.invoice import Priced
@@ -177,8 +178,9 @@ def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
         _check(invoice, "finalize")
         invoice = _with_lines(Invoice.objects.filter(id=invoice_id)).get()
         refresh_drafts([invoice])
+        apply_credits([invoice], now)  # after tax, on the final total
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
-        invoice.save(update_fields=["status", "finalized_at", "updated_at"])
+        invoice.save(update_fields=["status", "finalized_at", "credits_applied", "updated_at"])
         webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id], now)
     return invoice
 
@@ -216,13 +218,15 @@ class FinalizeResult:
 
 
 def _finalize(invoices: list[Invoice], now: datetime) -> list[tuple[Invoice, object]]:
-    """Refresh and finalize these locked drafts (a few statements for the lot); the changed totals."""
+    """Refresh these locked drafts, apply their customers' credits and finalize them (a few
+    statements for the lot); the changed totals."""
     changed = refresh_drafts(invoices)
+    apply_credits(invoices, now)  # after tax, on the final totals; in the same UPDATE below
     touched = timezone.now()  # bulk_update skips auto_now
     for invoice in invoices:
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
         invoice.updated_at = touched
-    Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
+    Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "credits_applied", "updated_at"])
     webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id for invoice in invoices], now)
     return changed
 
@@ -259,6 +263,7 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
     the run; the next run tries it again."""
     with recorded_run("invoice_finalizer", billed_at=now, started="Invoice finalization started") as run:
         result = FinalizeResult(run_id=run.run_id)
+        expire_credits(now)  # grants past their expiry stop counting (one query when none has)
         failed_ids: set[int] = set()
         while True:
             with transaction.atomic():
