@@ -162,7 +162,7 @@ def draft_credit_note(invoice: Invoice, *, reason, method, lines) -> CreditNoteD
         line = invoice_lines.get(request.line_item) if isinstance(request.line_item, int) else None
         if line is None:
             raise ValidationError(
-                {f"{where}.line_item": f"{str(request.line_item)[:20]!r} is not a line of {invoice.number}"}
+                {f"{where}.line_item": f"{str(request.line_item)[:20]} is not a line of {invoice.number}"}
             )
         if line.id in seen:
             raise ValidationError({f"{where}.line_item": f"line {line.id} is credited twice in this request"})
