@@ -542,6 +542,19 @@ class LineItemSerializer(serializers.Serializer):
         return [as_api(row, currency) for row in detail_rows(line.details)]
 
 
+class InvoiceLineSerializer(LineItemSerializer):
+    """A stored line: with its id, which a credit note's lines name (spec section 10)."""
+
+    id = serializers.IntegerField()
+
+    class Meta:
+        fields = ["id"]
+
+    def to_representation(self, line):
+        data = super().to_representation(line)
+        return {"id": data.pop("id"), **data}
+
+
 class AmountsMixin(serializers.Serializer):
     currency = serializers.CharField()
     period_start = serializers.DateTimeField()
@@ -634,9 +647,9 @@ class InvoiceDetailSerializer(InvoiceSerializer):
     def get_amount_due(self, invoice) -> str:
         return money(credit_notes.amount_due(invoice), invoice.currency)
 
-    @extend_schema_field(LineItemSerializer(many=True))
+    @extend_schema_field(InvoiceLineSerializer(many=True))
     def get_line_items(self, invoice):
-        return LineItemSerializer(
+        return InvoiceLineSerializer(
             invoice.line_items.all(), many=True, context={"currency": invoice.currency}
         ).data
 
