@@ -699,7 +699,7 @@ class WorkerHealthSerializer(serializers.Serializer):
 # -- credit notes ----------------------------------------------------------------------------------
 
 
-class CreditLineRequestSerializer(StrictTypes, serializers.Serializer):
+class CreditLineInSerializer(StrictTypes, serializers.Serializer):
     line_item = IdField(min_value=1, max_value=MAX_ID, help_text="The id of one of the invoice's line items")
     amount = serializers.DecimalField(
         max_digits=19,
@@ -708,11 +708,11 @@ class CreditLineRequestSerializer(StrictTypes, serializers.Serializer):
     )
 
 
-class CreditNoteRequestSerializer(StrictTypes, serializers.Serializer):
+class IssueCreditNoteSerializer(StrictTypes, serializers.Serializer):
     reason = serializers.ChoiceField(choices=CreditNote.Reason.choices)
     method = serializers.ChoiceField(choices=CreditNote.Method.choices)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    lines = CreditLineRequestSerializer(many=True, allow_empty=False)
+    lines = CreditLineInSerializer(many=True, allow_empty=False, min_length=1, max_length=500)
 
 
 class CreditNoteLineSerializer(serializers.ModelSerializer):

@@ -571,7 +571,7 @@ def credit_note_queryset():
     "of its line; tax at the invoice's rate. On an unpaid invoice it lowers amount_due; what exceeds "
     "that (all of it on a paid invoice) goes to the customer's credit balance (CREDIT_BALANCE) or is "
     "recorded as a refund to pay out (REFUND).",
-    request=s.CreditNoteRequestSerializer,
+    request=s.IssueCreditNoteSerializer,
     parameters=[IDEMPOTENCY],
     responses={
         201: s.CreditNoteSerializer,
@@ -583,7 +583,7 @@ def credit_note_queryset():
     },
 )
 class InvoiceCreditNotes(OrganizationScoped, generics.GenericAPIView):
-    serializer_class = s.CreditNoteRequestSerializer
+    serializer_class = s.IssueCreditNoteSerializer
     queryset = Invoice.objects.all()
 
     def get_queryset(self):
@@ -592,7 +592,7 @@ class InvoiceCreditNotes(OrganizationScoped, generics.GenericAPIView):
     @idempotent
     def post(self, request, *args, **kwargs):
         invoice = self.get_object()
-        serializer = s.CreditNoteRequestSerializer(data=request.data)
+        serializer = s.IssueCreditNoteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         note = issue_credit_note(
@@ -614,7 +614,12 @@ class InvoiceCreditNotes(OrganizationScoped, generics.GenericAPIView):
         tags=["credit notes"],
         summary="List credit notes",
         description="Newest first. Filter: invoice.",
-        responses={200: s.CreditNoteSerializer(many=True), 400: BAD_REQUEST, 401: UNAUTHORIZED},
+        responses={
+            200: s.CreditNoteSerializer(many=True),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+        },
     )
 )
 class CreditNoteList(OrganizationScoped, generics.ListAPIView):
