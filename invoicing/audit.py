@@ -49,6 +49,10 @@ def audit_invoices(counts: AuditCounts | None = None) -> Iterator[Finding]:
     yield from _periods_follow_each_other()
     yield from _numbers_without_gaps()
     yield from _numbers_follow_issue_dates()
+    # Imported here: credit_audit builds on this module's Finding and helpers.
+    from invoicing.credit_audit import audit_credits
+
+    yield from audit_credits()
 
 
 def _show(amount, currency: str | None = None) -> str:

@@ -429,3 +429,27 @@ def test_the_trigger_alone_holds_when_two_writers_skip_the_invoice_lock():
     assert len(errors) == 1 and isinstance(errors[0], IntegrityError), errors
     assert "exceeds its amount" in str(errors[0])
     assert list(CreditNoteLine.objects.values_list("amount", flat=True)) == [D("60.00")]
+
+
+@pytest.mark.django_db
+def test_verify_invoices_checks_the_credit_arithmetic():
+    from invoicing.audit import audit_invoices
+
+    invoice = billed_invoice()
+    prepaid.grant_credits(invoice.customer, amount=D("30.00"), currency="EUR", now=FEB_1)
+    invoice = finalize_invoice(invoice.id, FEB_1 + timedelta(hours=1))
+    first, second = credit(invoice, "10.00"), credit(invoice, None, "5.00")
+    assert [str(f) for f in audit_invoices()] == []
+
+    CreditNote.objects.filter(id=first.id).update(
+        tax_amount=D("2.00"), total=D("12.00"), applied_to_invoice=D("12.00")
+    )
+    CreditNote.objects.filter(id=second.id).update(number="CN-2025-0003")
+    CreditLedgerEntry.objects.filter(kind="APPLICATION").delete()
+    org = invoice.organization.slug
+    assert [str(f) for f in audit_invoices()] == [
+        f"CN-2025-0001 ({org}): tax is 2.00 but 19% of 10.00 rounds to 1.90",
+        f"numbers CN-2025-* ({org}): 1 missing: 2",
+        f"numbers CN-2025-* ({org}): the counter has issued up to 2 but the highest is 3",
+        f"{invoice.number} ({org}): credits_applied is 30.00 but the ledger applied 0.00",
+    ]
