@@ -15,7 +15,7 @@ class EventType(models.TextChoices):
     INVOICE_FINALIZED = "invoice.finalized", "An invoice was finalized"
     INVOICE_PAID = "invoice.paid", "An invoice was marked paid"
     INVOICE_VOIDED = "invoice.voided", "An invoice was voided"
-    CREDIT_NOTE_CREATED = "credit_note.created", "A credit note was issued"
+    CREDIT_NOTE_CREATED = "credit_note.created", "A credit note was issued (once credit notes exist)"
     SUBSCRIPTION_CREATED = "subscription.created", "A subscription was started"
     SUBSCRIPTION_PLAN_CHANGED = "subscription.plan_changed", "A plan changed (once plan changes exist)"
     SUBSCRIPTION_CANCELED = "subscription.canceled", "A subscription was canceled or set to end"
