@@ -114,7 +114,7 @@ def grant_credits(
 
 @dataclass
 class Lot:
-    """A grant or credit-note credit and what is left of it."""
+    """A grant, credit-note credit or reversal and what is left of it."""
 
     entry: CreditLedgerEntry
     remaining: Decimal
@@ -129,7 +129,7 @@ def remaining_lots(entries: list[CreditLedgerEntry]) -> dict[int, Lot]:
     grant and credit-note credit, applications taking FIFO by expiry from the lots still valid."""
     lots: dict[int, Lot] = {}
     for entry in sorted(entries, key=lambda e: (e.created_at, e.id)):
-        if entry.kind in (Kind.GRANT, Kind.CREDIT_NOTE):
+        if entry.kind in (Kind.GRANT, Kind.CREDIT_NOTE, Kind.REVERSAL):
             lots[entry.id] = Lot(entry, entry.amount)
         elif entry.kind == Kind.EXPIRY:
             if entry.grant_id in lots:
@@ -220,3 +220,20 @@ def apply_credits(invoices: list[Invoice], now: datetime) -> list[CreditLedgerEn
                 )
             )
     return CreditLedgerEntry.objects.bulk_create(applications)
+
+
+def give_back_credits(invoice: Invoice, now: datetime) -> CreditLedgerEntry | None:
+    """A REVERSAL of what a voided invoice had taken (its credits_applied), under the customer's
+    lock; the credits given back never expire. None when it had taken nothing."""
+    if not invoice.credits_applied:
+        return None
+    lock_customers([invoice.customer_id])
+    return CreditLedgerEntry.objects.create(
+        customer_id=invoice.customer_id,
+        currency=invoice.currency,
+        kind=Kind.REVERSAL,
+        amount=invoice.credits_applied,
+        invoice_id=invoice.id,
+        description=f"{invoice.number} voided",
+        created_at=now,
+    )

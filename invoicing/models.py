@@ -533,13 +533,15 @@ class CreditLedgerEntry(models.Model):
 
     GRANT (+, an optional expires_at), CREDIT_NOTE (+, a credit note's credited_to_balance),
     APPLICATION (-, taken by an invoice at finalization: at most one per invoice), EXPIRY (-, the
-    unused remainder of a grant once it has expired: at most one per grant)."""
+    unused remainder of a grant once it has expired: at most one per grant), REVERSAL (+, what a
+    voided invoice had taken, given back: at most one per invoice; it never expires)."""
 
     class Kind(models.TextChoices):
         GRANT = "GRANT"
         CREDIT_NOTE = "CREDIT_NOTE"
         APPLICATION = "APPLICATION"
         EXPIRY = "EXPIRY"
+        REVERSAL = "REVERSAL"
 
     customer = models.ForeignKey(  # indexed by (customer, currency)
         "subscriptions.Customer", on_delete=models.PROTECT, related_name="credit_entries", db_index=False
@@ -575,13 +577,17 @@ class CreditLedgerEntry(models.Model):
             ),
             models.UniqueConstraint(fields=["grant"], condition=Q(kind="EXPIRY"), name="credit_expiry_once"),
             models.UniqueConstraint(
+                fields=["invoice"], condition=Q(kind="REVERSAL"), name="credit_reversal_once"
+            ),
+            models.UniqueConstraint(
                 fields=["credit_note"], condition=Q(kind="CREDIT_NOTE"), name="credit_note_entry_once"
             ),
             models.CheckConstraint(
                 condition=Q(kind="GRANT", amount__gt=0, invoice__isnull=True, credit_note__isnull=True)
                 | Q(kind="CREDIT_NOTE", amount__gt=0, credit_note__isnull=False, expires_at__isnull=True)
                 | Q(kind="APPLICATION", amount__lt=0, invoice__isnull=False, expires_at__isnull=True)
-                | Q(kind="EXPIRY", amount__lt=0, grant__isnull=False, expires_at__isnull=True),
+                | Q(kind="EXPIRY", amount__lt=0, grant__isnull=False, expires_at__isnull=True)
+                | Q(kind="REVERSAL", amount__gt=0, invoice__isnull=False, expires_at__isnull=True),
                 name="credit_entry_kind_shape",
             ),
             currency_is_three_letters("currency"),

@@ -13,7 +13,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from core import money
-from invoicing.credits import apply_credits, expire_credits
+from invoicing.credits import apply_credits, expire_credits, give_back_credits
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.pricing import price_lines, stored_usage, totals
 from invoicing.pricing.invoice import Priced
@@ -186,7 +186,8 @@ def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
 
 
 def void_invoice(invoice_id: int, now: datetime) -> Invoice:
-    return _stamp(invoice_id, "void", Invoice.Status.VOID, "voided_at", now)
+    """A voided invoice gives back the prepaid credits it took at finalization (a REVERSAL entry)."""
+    return _stamp(invoice_id, "void", Invoice.Status.VOID, "voided_at", now, then=give_back_credits)
 
 
 def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
@@ -196,14 +197,17 @@ def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
 STAMP_EVENTS = {Invoice.Status.PAID: EventType.INVOICE_PAID, Invoice.Status.VOID: EventType.INVOICE_VOIDED}
 
 
-def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: datetime) -> Invoice:
-    """A transition that only sets the status and the date it happened, under the row lock."""
+def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: datetime, then=None) -> Invoice:
+    """A transition that only sets the status and the date it happened, under the row lock;
+    `then(invoice, now)` runs in the same transaction, after it."""
     with transaction.atomic():
         invoice = _locked(invoice_id)
         _check(invoice, action)
         invoice.status = status
         setattr(invoice, stamp_field, now)
         invoice.save(update_fields=["status", stamp_field, "updated_at"])
+        if then is not None:
+            then(invoice, now)
         webhooks.enqueue(STAMP_EVENTS[status], [invoice.id], now)
     return invoice
 

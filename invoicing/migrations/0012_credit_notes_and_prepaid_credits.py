@@ -196,6 +196,7 @@ class Migration(migrations.Migration):
                             ("CREDIT_NOTE", "Credit Note"),
                             ("APPLICATION", "Application"),
                             ("EXPIRY", "Expiry"),
+                            ("REVERSAL", "Reversal"),
                         ],
                         max_length=12,
                     ),
@@ -495,6 +496,12 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name="creditledgerentry",
             constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "REVERSAL")), fields=("invoice",), name="credit_reversal_once"
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="creditledgerentry",
+            constraint=models.UniqueConstraint(
                 condition=models.Q(("kind", "CREDIT_NOTE")),
                 fields=("credit_note",),
                 name="credit_note_entry_once",
@@ -527,6 +534,12 @@ class Migration(migrations.Migration):
                         ("expires_at__isnull", True),
                         ("grant__isnull", False),
                         ("kind", "EXPIRY"),
+                    ),
+                    models.Q(
+                        ("amount__gt", 0),
+                        ("expires_at__isnull", True),
+                        ("invoice__isnull", False),
+                        ("kind", "REVERSAL"),
                     ),
                     _connector="OR",
                 ),

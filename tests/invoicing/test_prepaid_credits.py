@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from invoicing import credits as prepaid
 from invoicing.credit_notes import amount_due
 from invoicing.models import CreditLedgerEntry, Invoice
-from invoicing.services import InvoiceStateError, finalize_due_invoices, finalize_invoice
+from invoicing.services import InvoiceStateError, finalize_due_invoices, finalize_invoice, void_invoice
 from tests.factories import CustomerFactory, OrganizationFactory, ensure_eu_vat_rates
 from tests.invoicing.test_credit_notes import FEB_1, _in_threads, billed_invoice
 
@@ -243,3 +243,19 @@ def test_two_invoices_of_one_customer_finalized_at_once_share_the_balance():
     applied = sorted(Invoice.objects.values_list("credits_applied", flat=True))
     assert applied == [D("21.50"), D("178.50")]
     assert balance(customer) == {"EUR": 0}
+
+
+@pytest.mark.django_db
+def test_a_voided_invoice_gives_its_credits_back():
+    invoice = billed_invoice()
+    grant(invoice.customer, "50.00", expires_at=datetime(2025, 3, 1, tzinfo=UTC))
+    finalize_invoice(invoice.id, FINALIZE)
+    void_invoice(invoice.id, FINALIZE + timedelta(days=1))
+    assert entries(invoice.customer) == [
+        ("GRANT", D("50.00")),
+        ("APPLICATION", D("-50.00")),
+        ("REVERSAL", D("50.00")),
+    ]
+    assert balance(invoice.customer) == {"EUR": D("50.00")}
+    # What was given back never expires; the used-up grant leaves nothing to expire.
+    assert prepaid.expire_credits(datetime(2025, 3, 2, tzinfo=UTC)) == []
