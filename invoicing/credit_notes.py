@@ -159,7 +159,7 @@ def draft_credit_note(invoice: Invoice, *, reason, method, lines) -> CreditNoteD
     seen, credited_lines = set(), []
     for index, request in enumerate(lines):
         where = f"lines[{index}]"
-        line = invoice_lines.get(request.line_item) if isinstance(request.line_item, int) else None
+        line = invoice_lines.get(request.line_item) if type(request.line_item) is int else None
         if line is None:
             raise ValidationError(
                 {f"{where}.line_item": f"{str(request.line_item)[:20]} is not a line of {invoice.number}"}
