@@ -6,7 +6,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
 from api.schema import ID_SCHEMA, MAX_ID
-from invoicing.models import Invoice
+from invoicing.models import CreditNote, Invoice
 
 
 @extend_schema_field(ID_SCHEMA)
@@ -31,7 +31,19 @@ class UTCDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UTCDateTimeField
 
 
-class InvoiceFilter(filters.FilterSet):
+class NoEmptyValues(filters.FilterSet):
+    def is_valid(self):
+        # django-filter reads `?customer=` as "no filter"; the schema (and a client) says an id goes
+        # there: an empty value is refused like any other value that is not one.
+        valid = super().is_valid()
+        for name in self.filters:
+            if self.data.get(name) == "":
+                self.form.add_error(name, "must not be empty; leave the parameter out instead")
+                valid = False
+        return valid
+
+
+class InvoiceFilter(NoEmptyValues):
     subscription = IdFilter(
         field_name="subscription_id", min_value=1, max_value=MAX_ID, help_text="Subscription id"
     )
@@ -52,15 +64,13 @@ class InvoiceFilter(filters.FilterSet):
         model = Invoice
         fields = ["subscription", "customer", "status", "period", "period_start_after", "period_start_before"]
 
-    def is_valid(self):
-        # django-filter reads `?customer=` as "no filter"; the schema (and a client) says an id goes
-        # there: an empty value is refused like any other value that is not one.
-        valid = super().is_valid()
-        for name in self.filters:
-            if self.data.get(name) == "":
-                self.form.add_error(name, "must not be empty; leave the parameter out instead")
-                valid = False
-        return valid
-
     def filter_period(self, queryset, name, value):
         return queryset.filter(period_start__lte=value, period_end__gt=value)
+
+
+class CreditNoteFilter(NoEmptyValues):
+    invoice = IdFilter(field_name="invoice_id", min_value=1, max_value=MAX_ID, help_text="Invoice id")
+
+    class Meta:
+        model = CreditNote
+        fields = ["invoice"]

@@ -57,10 +57,14 @@ def path_ids_are_positive_integers(result, generator, request, public):
 
 def lists_have_their_bounds(result, generator, request, public):
     """POSTPROCESSING_HOOKS: the list lengths the API checks by hand (drf-spectacular does not see
-    them): PlanSerializer.validate_charges, and the events view's batch size."""
+    them): PlanSerializer.validate_charges, the events view's batch size, a credit note's lines."""
     from metering.services import MAX_BATCH
 
-    bounds = {("PlanRequest", "charges"): (1, 100), ("EventBatchInRequest", "events"): (1, MAX_BATCH)}
+    bounds = {
+        ("PlanRequest", "charges"): (1, 100),
+        ("EventBatchInRequest", "events"): (1, MAX_BATCH),
+        ("IssueCreditNoteRequest", "lines"): (1, 500),
+    }
     schemas = result.get("components", {}).get("schemas", {})
     for (name, field), (least, most) in bounds.items():
         listed = schemas.get(name, {}).get("properties", {}).get(field)

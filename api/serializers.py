@@ -18,8 +18,9 @@ from api.schema import (
     currency_schema,
 )
 from core.money import as_minor_units
+from invoicing import credit_notes
 from invoicing.breakdown import as_api, detail_rows
-from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.models import CreditLedgerEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLineItem
 from metering.models import Meter
 from subscriptions.models import Charge, Customer, Plan, Subscription
 from subscriptions.pricing_terms import normalized_charge_terms, validate_charge_terms
@@ -542,6 +543,19 @@ class LineItemSerializer(serializers.Serializer):
         return [as_api(row, currency) for row in detail_rows(line.details)]
 
 
+class InvoiceLineSerializer(LineItemSerializer):
+    """A stored line: with its id, which a credit note's lines name (spec section 10)."""
+
+    id = serializers.IntegerField()
+
+    class Meta:
+        fields = ["id"]
+
+    def to_representation(self, line):
+        data = super().to_representation(line)
+        return {"id": data.pop("id"), **data}
+
+
 class AmountsMixin(serializers.Serializer):
     currency = serializers.CharField()
     period_start = serializers.DateTimeField()
@@ -599,15 +613,44 @@ class InvoiceSerializer(AmountsMixin, serializers.ModelSerializer):
 
 
 class InvoiceDetailSerializer(InvoiceSerializer):
+    credits_applied = serializers.SerializerMethodField(
+        help_text="Prepaid credits taken from the customer's balance at finalization"
+    )
+    credited_amount = serializers.SerializerMethodField(
+        help_text="The total (tax included) of the credit notes issued against it"
+    )
+    amount_due = serializers.SerializerMethodField(
+        help_text="total - credits_applied - the credit notes' part that lowered it; 0 once PAID or VOID"
+    )
     line_items = serializers.SerializerMethodField()
 
     class Meta(InvoiceSerializer.Meta):
-        fields = [*InvoiceSerializer.Meta.fields, "line_items"]
+        # Spec section 10's order: the amounts after total, then the lines.
+        fields = [
+            *InvoiceSerializer.Meta.fields[: InvoiceSerializer.Meta.fields.index("total") + 1],
+            "credits_applied",
+            "credited_amount",
+            "amount_due",
+            *InvoiceSerializer.Meta.fields[InvoiceSerializer.Meta.fields.index("total") + 1 :],
+            "line_items",
+        ]
         read_only_fields = fields
 
-    @extend_schema_field(LineItemSerializer(many=True))
+    @extend_schema_field(DECIMAL_STRING)
+    def get_credits_applied(self, invoice) -> str:
+        return money(invoice.credits_applied, invoice.currency)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_credited_amount(self, invoice) -> str:
+        return money(credit_notes.credited_amount(invoice), invoice.currency)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_amount_due(self, invoice) -> str:
+        return money(credit_notes.amount_due(invoice), invoice.currency)
+
+    @extend_schema_field(InvoiceLineSerializer(many=True))
     def get_line_items(self, invoice):
-        return LineItemSerializer(
+        return InvoiceLineSerializer(
             invoice.line_items.all(), many=True, context={"currency": invoice.currency}
         ).data
 
@@ -652,3 +695,158 @@ class WorkerHealthSerializer(serializers.Serializer):
     error = serializers.CharField(
         required=False, help_text="Why the check itself failed (database unreachable)"
     )
+
+
+# -- credit notes ----------------------------------------------------------------------------------
+
+
+class CreditLineInSerializer(StrictTypes, serializers.Serializer):
+    line_item = IdField(min_value=1, max_value=MAX_ID, help_text="The id of one of the invoice's line items")
+    amount = serializers.DecimalField(
+        max_digits=19,
+        decimal_places=4,
+        help_text="Before tax; more than 0, at most what is left uncredited of the line",
+    )
+
+
+class IssueCreditNoteSerializer(StrictTypes, serializers.Serializer):
+    reason = serializers.ChoiceField(choices=CreditNote.Reason.choices)
+    method = serializers.ChoiceField(choices=CreditNote.Method.choices)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    lines = CreditLineInSerializer(many=True, allow_empty=False, min_length=1, max_length=500)
+
+
+class CreditNoteLineSerializer(serializers.ModelSerializer):
+    line_item = serializers.IntegerField(source="invoice_line_id")
+    amount = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CreditNoteLine
+        fields = ["line_item", "amount"]
+        read_only_fields = fields
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_amount(self, line) -> str:
+        return money(line.amount, self.context.get("currency") or line.credit_note.currency)
+
+
+class CreditNoteSerializer(serializers.ModelSerializer):
+    invoice = serializers.IntegerField(source="invoice_id")
+    subtotal = serializers.SerializerMethodField()
+    tax_rate = serializers.SerializerMethodField(help_text="The invoice's, in percent")
+    tax_amount = serializers.SerializerMethodField()
+    total = serializers.SerializerMethodField()
+    applied_to_invoice = serializers.SerializerMethodField(help_text="The part that lowered the amount due")
+    credited_to_balance = serializers.SerializerMethodField(
+        help_text="CREDIT_BALANCE: the part added to the customer's credit balance"
+    )
+    refund_amount = serializers.SerializerMethodField(help_text="REFUND: the part to be paid out")
+    lines = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CreditNote
+        fields = [
+            "id",
+            "number",
+            "invoice",
+            "reason",
+            "method",
+            "description",
+            "currency",
+            "subtotal",
+            "tax_rate",
+            "tax_amount",
+            "total",
+            "applied_to_invoice",
+            "credited_to_balance",
+            "refund_amount",
+            "refunded_at",
+            "issued_at",
+            "lines",
+        ]
+        read_only_fields = fields
+
+    def _money(self, value, note) -> str:
+        return money(value, note.currency)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_subtotal(self, note) -> str:
+        return self._money(note.subtotal, note)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_tax_rate(self, note) -> str:
+        return str(Decimal(note.tax_rate).quantize(Decimal("0.01")))
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_tax_amount(self, note) -> str:
+        return self._money(note.tax_amount, note)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_total(self, note) -> str:
+        return self._money(note.total, note)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_applied_to_invoice(self, note) -> str:
+        return self._money(note.applied_to_invoice, note)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_credited_to_balance(self, note) -> str:
+        return self._money(note.credited_to_balance, note)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_refund_amount(self, note) -> str:
+        return self._money(note.refund_amount, note)
+
+    @extend_schema_field(CreditNoteLineSerializer(many=True))
+    def get_lines(self, note):
+        return CreditNoteLineSerializer(note.lines.all(), many=True, context={"currency": note.currency}).data
+
+
+# -- prepaid credits -------------------------------------------------------------------------------
+
+
+class CreditGrantSerializer(StrictTypes, serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=19, decimal_places=4, help_text="More than 0")
+    currency = CurrencyField(min_length=3, max_length=3, help_text="ISO 4217, e.g. EUR")
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="null: never expires"
+    )
+
+    def validate_currency(self, value):
+        return value.upper()
+
+
+class CreditEntrySerializer(serializers.ModelSerializer):
+    amount = serializers.SerializerMethodField(help_text="Signed: + grants and credit notes, - the rest")
+    invoice = serializers.IntegerField(source="invoice_id", allow_null=True)
+    credit_note = serializers.IntegerField(source="credit_note_id", allow_null=True)
+
+    class Meta:
+        model = CreditLedgerEntry
+        fields = [
+            "id",
+            "kind",
+            "currency",
+            "amount",
+            "description",
+            "expires_at",
+            "invoice",
+            "credit_note",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_amount(self, entry) -> str:
+        return money(entry.amount, entry.currency)
+
+
+class CreditBalanceSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    amount = DecimalText()
+
+
+class CustomerCreditsSerializer(serializers.Serializer):
+    balances = CreditBalanceSerializer(many=True)
+    entries = CreditEntrySerializer(many=True)

@@ -7,6 +7,7 @@ from api.errors import not_found
 urlpatterns = [
     path("customers", views.CustomerList.as_view(), name="customer-list"),
     path("customers/<str:pk>", views.CustomerDetail.as_view(), name="customer-detail"),
+    path("customers/<str:pk>/credits", views.CustomerCredits.as_view(), name="customer-credits"),
     path("meters", views.MeterList.as_view(), name="meter-list"),
     path("meters/<str:pk>", views.MeterDetail.as_view(), name="meter-detail"),
     path("plans", views.PlanList.as_view(), name="plan-list"),
@@ -28,8 +29,12 @@ urlpatterns = [
     path("invoices", views.InvoiceList.as_view(), name="invoice-list"),
     path("invoices/<str:pk>", views.InvoiceDetail.as_view(), name="invoice-detail"),
     path("invoices/<str:pk>/pdf", views.InvoicePdf.as_view(), name="invoice-pdf"),
+    path("invoices/<str:pk>/credit-notes", views.InvoiceCreditNotes.as_view(), name="invoice-credit-notes"),
     path("invoices/<str:pk>/finalize", views.FinalizeInvoice.as_view(), name="invoice-finalize"),
     path("invoices/<str:pk>/void", views.VoidInvoice.as_view(), name="invoice-void"),
+    path("credit-notes", views.CreditNoteList.as_view(), name="credit-note-list"),
+    path("credit-notes/<str:pk>", views.CreditNoteDetail.as_view(), name="credit-note-detail"),
+    path("credit-notes/<str:pk>/pdf", views.CreditNotePdf.as_view(), name="credit-note-pdf"),
     path("webhook-endpoints", webhook_endpoints.WebhookEndpointList.as_view(), name="webhook-endpoint-list"),
     path(
         "webhook-endpoints/<str:pk>",

@@ -22,15 +22,22 @@ from rest_framework.views import APIView
 
 from api import serializers as s
 from api.errors import Conflict, Unprocessable
-from api.filters import InvoiceFilter
+from api.filters import CreditNoteFilter, InvoiceFilter
 from api.idempotency import HEADER, idempotent
 from api.parsers import ExactNumbersJSONParser
 from api.schema import IDEMPOTENCY_KEY_SCHEMA, MAX_ID
 from core.money import AmountTooLarge
+from invoicing import credits as prepaid_credits
 from invoicing import services as invoice_services
-from invoicing.documents import pdf_filename, render_invoice_pdf
+from invoicing.credit_notes import LineCredit, issue_credit_note, with_credit_totals
+from invoicing.documents import (
+    credit_note_pdf_filename,
+    pdf_filename,
+    render_credit_note_pdf,
+    render_invoice_pdf,
+)
 from invoicing.manual_trigger import bill_subscription_now
-from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.models import CreditLedgerEntry, CreditNote, Invoice, InvoiceLineItem
 from invoicing.run import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter
@@ -437,7 +444,7 @@ def batch_answer(results) -> dict:
 
 
 def invoice_detail_queryset():
-    return Invoice.objects.prefetch_related(
+    return with_credit_totals(Invoice.objects.all()).prefetch_related(
         Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id"))
     )
 
@@ -535,7 +542,8 @@ def transition_schema(summary, description):
 @extend_schema_view(
     post=transition_schema(
         "Finalize a draft",
-        "Refreshes the draft's usage one last time, then finalizes it; it never changes again.",
+        "Refreshes the draft's usage one last time, applies the customer's prepaid credits in the "
+        "invoice's currency (credits_applied), then finalizes it; it never changes again.",
     )
 )
 class FinalizeInvoice(InvoiceTransition):
@@ -547,6 +555,167 @@ class FinalizeInvoice(InvoiceTransition):
 class VoidInvoice(InvoiceTransition):
     def transition(self, invoice_id, now):
         invoice_services.void_invoice(invoice_id, now)
+
+
+# -- credit notes ----------------------------------------------------------------------------------
+
+
+def credit_note_queryset():
+    return CreditNote.objects.prefetch_related("lines")
+
+
+@extend_schema(
+    tags=["credit notes"],
+    summary="Issue a credit note on an invoice",
+    description="On a FINALIZED or PAID invoice: amounts before tax, each at most what is left uncredited "
+    "of its line; tax at the invoice's rate. On an unpaid invoice it lowers amount_due; what exceeds "
+    "that (all of it on a paid invoice) goes to the customer's credit balance (CREDIT_BALANCE) or is "
+    "recorded as a refund to pay out (REFUND).",
+    request=s.IssueCreditNoteSerializer,
+    parameters=[IDEMPOTENCY],
+    responses={
+        201: s.CreditNoteSerializer,
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        409: OpenApiResponse(E, description="The invoice is a draft or void, or an idempotent retry runs"),
+        422: IDEMPOTENCY_ERRORS[422],
+    },
+)
+class InvoiceCreditNotes(OrganizationScoped, generics.GenericAPIView):
+    serializer_class = s.IssueCreditNoteSerializer
+    queryset = Invoice.objects.all()
+
+    def get_queryset(self):
+        return Invoice.objects.filter(organization=self.organization())
+
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        invoice = self.get_object()
+        serializer = s.IssueCreditNoteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        note = issue_credit_note(
+            invoice.id,
+            reason=data["reason"],
+            method=data["method"],
+            description=data["description"],
+            lines=[LineCredit(line["line_item"], line["amount"]) for line in data["lines"]],
+            now=timezone.now(),
+        )
+        return Response(
+            s.CreditNoteSerializer(credit_note_queryset().get(id=note.id)).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["credit notes"],
+        summary="List credit notes",
+        description="Newest first. Filter: invoice.",
+        responses={
+            200: s.CreditNoteSerializer(many=True),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+        },
+    )
+)
+class CreditNoteList(OrganizationScoped, generics.ListAPIView):
+    serializer_class = s.CreditNoteSerializer
+    filterset_class = CreditNoteFilter
+    queryset = CreditNote.objects.all()
+
+    def get_queryset(self):
+        return credit_note_queryset().filter(organization=self.organization()).order_by("-issued_at", "-id")
+
+
+@retrieve("credit note", s.CreditNoteSerializer, "credit notes")
+class CreditNoteDetail(ScopedRetrieve):
+    serializer_class = s.CreditNoteSerializer
+    queryset = credit_note_queryset()
+
+
+@extend_schema(
+    tags=["credit notes"],
+    summary="Download a credit note as PDF",
+    description="The printable credit note (the invoice's template family) as a PDF file.",
+    responses={
+        (200, "application/pdf"): OpenApiTypes.BINARY,
+        (401, "application/json"): UNAUTHORIZED,
+        (404, "application/json"): NOT_FOUND,
+    },
+)
+class CreditNotePdf(OrganizationScoped, generics.GenericAPIView):
+    queryset = CreditNote.objects.all()
+
+    def perform_content_negotiation(self, request, force=False):
+        return super().perform_content_negotiation(request, force=True)
+
+    def get_queryset(self):
+        return CreditNote.objects.filter(organization=self.organization())
+
+    def get(self, request, *args, **kwargs):
+        note = self.get_object()
+        response = HttpResponse(render_credit_note_pdf(note), content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{credit_note_pdf_filename(note)}"'
+        return response
+
+
+# -- prepaid credits -------------------------------------------------------------------------------
+
+
+def customer_credits(customer) -> dict:
+    entries = CreditLedgerEntry.objects.filter(customer=customer).order_by("created_at", "id")
+    return {
+        "balances": [
+            {"currency": balance.currency, "amount": str(balance.amount)}
+            for balance in prepaid_credits.balances(customer.id)
+        ],
+        "entries": s.CreditEntrySerializer(entries, many=True).data,
+    }
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["customers"],
+        summary="A customer's credit balances and ledger",
+        responses={200: s.CustomerCreditsSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+    ),
+    post=extend_schema(
+        tags=["customers"],
+        summary="Grant prepaid credits to a customer",
+        description="Applied to the customer's invoices in that currency when they are finalized (after "
+        "tax). expires_at: the unused remainder expires then (FIFO: the earliest expiry is used first).",
+        request=s.CreditGrantSerializer,
+        parameters=[IDEMPOTENCY],
+        responses={
+            201: s.CustomerCreditsSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            **{code: IDEMPOTENCY_ERRORS[code] for code in (409, 422)},
+        },
+    ),
+)
+class CustomerCredits(OrganizationScoped, generics.GenericAPIView):
+    serializer_class = s.CreditGrantSerializer
+    queryset = Customer.objects.all()
+
+    def get_queryset(self):
+        return Customer.objects.filter(organization=self.organization())
+
+    def get(self, request, *args, **kwargs):
+        return Response(customer_credits(self.get_object()))
+
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        customer = self.get_object()
+        serializer = s.CreditGrantSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        prepaid_credits.grant_credits(customer, now=timezone.now(), **serializer.validated_data)
+        return Response(customer_credits(customer), status=status.HTTP_201_CREATED)
 
 
 # -- workers ---------------------------------------------------------------------------------------

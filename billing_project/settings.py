@@ -207,6 +207,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "InvoiceStatusEnum": "invoicing.models.Invoice.Status",
         "SubscriptionStatusEnum": "subscriptions.models.Subscription.Status",
+        "KindEnum": "invoicing.models.InvoiceLineItem.Kind",
+        "CreditEntryKindEnum": "invoicing.models.CreditLedgerEntry.Kind",
     },
 }
 

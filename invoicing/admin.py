@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from core import money
-from invoicing import charts, documents, selectors, services
+from invoicing import charts, credit_admin, credit_notes, documents, selectors, services
 from invoicing.breakdown import PlainFormat, detail_rows, readable_rows
 from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, InvoiceLineItem, TaxRate, WorkerRun
 from invoicing.pricing import last_day
@@ -138,6 +138,17 @@ class InvoiceAdmin(admin.ModelAdmin):
             "Amounts",
             {"fields": ["currency", "subtotal_shown", "tax_rate", "tax_reason", "tax_shown", "total_shown"]},
         ),
+        (
+            "Credits and corrections",
+            {
+                "fields": [
+                    "credits_applied_shown",
+                    "credit_notes_shown",
+                    "credited_amount_shown",
+                    "amount_due_shown",
+                ]
+            },
+        ),
         # What the document prints, as it was when the run wrote the draft (invoicing.parties).
         ("Parties as issued", {"fields": list(PARTY_SNAPSHOT_FIELDS), "classes": ["collapse"]}),
     ]
@@ -170,6 +181,22 @@ class InvoiceAdmin(admin.ModelAdmin):
     @admin.display(description="Tax amount")
     def tax_shown(self, invoice):
         return money.as_minor_units(invoice.tax_amount, invoice.currency)
+
+    @admin.display(description="Credits applied")
+    def credits_applied_shown(self, invoice):
+        return money.as_minor_units(invoice.credits_applied, invoice.currency)
+
+    @admin.display(description="Credit notes")
+    def credit_notes_shown(self, invoice):
+        return credit_admin.invoice_credit_notes_html(invoice)
+
+    @admin.display(description="Credited amount")
+    def credited_amount_shown(self, invoice):
+        return money.as_minor_units(credit_notes.credited_amount(invoice), invoice.currency)
+
+    @admin.display(description="Amount due")
+    def amount_due_shown(self, invoice):
+        return money.as_minor_units(credit_notes.amount_due(invoice), invoice.currency)
 
     # -- read-only once final ------------------------------------------------------------------
 

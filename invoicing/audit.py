@@ -49,6 +49,10 @@ def audit_invoices(counts: AuditCounts | None = None) -> Iterator[Finding]:
     yield from _periods_follow_each_other()
     yield from _numbers_without_gaps()
     yield from _numbers_follow_issue_dates()
+    # Imported here: credit_audit builds on this module's Finding and helpers.
+    from invoicing.credit_audit import audit_credits
+
+    yield from audit_credits()
 
 
 def _show(amount, currency: str | None = None) -> str:
@@ -227,7 +231,8 @@ def _numbers_without_gaps() -> Iterator[Finding]:
         yield Finding(_who(number, org), f"number's year is not the year it was issued ({issued_year})")
 
     counters = {
-        (row.organization_id, row.year): row.last_number for row in InvoiceNumberSequence.objects.all()
+        (row.organization_id, row.year): row.last_number
+        for row in InvoiceNumberSequence.objects.filter(kind=InvoiceNumberSequence.Kind.INVOICE)
     }
     groups = (
         well_formed.values("organization_id", "organization__slug", "number_year")

@@ -16,10 +16,11 @@ from xhtml2pdf import pisa
 
 from core import money
 from invoicing.breakdown import ReadableRow, detail_rows, readable_rows
-from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.models import CreditNote, Invoice, InvoiceLineItem
 from invoicing.pricing import last_day
 
 TEMPLATE = "invoicing/invoice.html"
+CREDIT_NOTE_TEMPLATE = "invoicing/credit_note.html"  # extends TEMPLATE
 
 # What the tax line says, per reason. Reverse charge needs the statutory wording on the invoice
 # itself (Art. 226(11a) of the VAT Directive), the others tell the reader why this rate applies.
@@ -141,7 +142,17 @@ def invoice_context(invoice: Invoice) -> dict:
         )
         for line in invoice.line_items.all()
     ]
+    # Imported here: credit_notes builds on the services, which the documents do not need.
+    from invoicing.credit_notes import amount_due
+
+    credit_notes = [
+        {"number": note.number, "total": fmt.money(note.total, currency)}
+        for note in invoice.credit_notes.all()
+    ]
     return {
+        "credits_applied": fmt.money(invoice.credits_applied, currency) if invoice.credits_applied else "",
+        "credit_notes": credit_notes,
+        "amount_due": fmt.money(amount_due(invoice), currency),
         "invoice": invoice,
         "seller": seller,
         "seller_address": seller.address,
@@ -167,7 +178,7 @@ def invoice_context(invoice: Invoice) -> dict:
 def _loaded(invoice: Invoice) -> Invoice:
     """The invoice and its lines in two queries, whatever the caller passed. The parties come
     from the invoice's own snapshot columns."""
-    return Invoice.objects.prefetch_related("line_items").get(pk=invoice.pk)
+    return Invoice.objects.prefetch_related("line_items", "credit_notes").get(pk=invoice.pk)
 
 
 def render_invoice_html(invoice: Invoice, *, toolbar: dict | None = None) -> str:
@@ -192,3 +203,73 @@ def render_invoice_pdf(invoice: Invoice) -> bytes:
 
 def pdf_filename(invoice: Invoice) -> str:
     return f"{invoice.number}.pdf"
+
+
+# -- credit notes: the same family, one more template ----------------------------------------------
+
+SETTLEMENTS = {
+    CreditNote.Method.CREDIT_BALANCE: "{rest} added to your credit balance, used on your next invoices.",
+    CreditNote.Method.REFUND: "{rest} will be refunded to you.",
+}
+
+
+def credit_note_context(note: CreditNote) -> dict:
+    """The invoice's context (parties, locale, tax wording) with the credit note's own figures."""
+    invoice = note.invoice
+    context = invoice_context(invoice)
+    fmt = InvoiceLocale(invoice.seller_country)
+    currency = note.currency
+    parts = []
+    if note.applied_to_invoice:
+        parts.append(
+            f"{fmt.money(note.applied_to_invoice, currency)} deducted from what is due on {invoice.number}."
+        )
+    rest = note.credited_to_balance or note.refund_amount
+    if rest:
+        parts.append(SETTLEMENTS[note.method].format(rest=fmt.money(rest, currency)))
+    context.update(
+        credit_note=note,
+        reason=CreditNote.Reason(note.reason).label.capitalize(),
+        credit_lines=[
+            {
+                "description": line.invoice_line.description,
+                "line_amount": fmt.money(line.invoice_line.amount, currency),
+                "amount": fmt.money(line.amount, currency),
+            }
+            for line in note.lines.all()
+        ],
+        subtotal=fmt.money(note.subtotal, currency),
+        tax_rate=fmt.percent(note.tax_rate),
+        tax_amount=fmt.money(note.tax_amount, currency),
+        total=fmt.money(note.total, currency),
+        settlement=" ".join(parts),
+    )
+    return context
+
+
+def _loaded_note(note: CreditNote) -> CreditNote:
+    return (
+        CreditNote.objects.select_related("invoice")
+        .prefetch_related("lines__invoice_line", "invoice__line_items", "invoice__credit_notes")
+        .get(pk=note.pk)
+    )
+
+
+def render_credit_note_html(note: CreditNote, *, toolbar: dict | None = None) -> str:
+    context = credit_note_context(_loaded_note(note))
+    context["toolbar"] = toolbar
+    return render_to_string(CREDIT_NOTE_TEMPLATE, context)
+
+
+def render_credit_note_pdf(note: CreditNote) -> bytes:
+    context = credit_note_context(_loaded_note(note))
+    context["for_pdf"] = True
+    out = BytesIO()
+    status = pisa.CreatePDF(render_to_string(CREDIT_NOTE_TEMPLATE, context), dest=out, encoding="utf-8")
+    if status.err:
+        raise RuntimeError(f"could not render {note.number} as PDF ({status.err} errors)")
+    return out.getvalue()
+
+
+def credit_note_pdf_filename(note: CreditNote) -> str:
+    return f"{note.number}.pdf"

@@ -32,21 +32,29 @@ class TaxRate(models.Model):
 
 
 class InvoiceNumberSequence(models.Model):
-    """The last number issued per organization and year. Its row is locked while numbers are
-    taken, so the sequence stays gapless when several runs bill at once."""
+    """The last number issued per organization, kind of document and year. Its row is locked while
+    numbers are taken, so the sequence stays gapless when several runs bill at once."""
 
-    # Indexed by the unique (organization, year).
+    class Kind(models.TextChoices):
+        INVOICE = "INVOICE"  # INV-<year>-<n>
+        CREDIT_NOTE = "CREDIT_NOTE"  # CN-<year>-<n>
+
+    # Indexed by the unique (organization, kind, year).
     organization = models.ForeignKey("subscriptions.Organization", on_delete=models.CASCADE, db_index=False)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.INVOICE)
     year = models.PositiveSmallIntegerField()
     last_number = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["organization", "year"], name="invoice_sequence_unique"),
+            models.UniqueConstraint(fields=["organization", "kind", "year"], name="number_sequence_unique"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["INVOICE", "CREDIT_NOTE"]), name="number_sequence_kind_valid"
+            ),
         ]
 
     def __str__(self):
-        return f"{self.organization_id}/{self.year}: {self.last_number}"
+        return f"{self.organization_id}/{self.kind}/{self.year}: {self.last_number}"
 
 
 class InvoiceLockedError(Exception):
@@ -89,6 +97,7 @@ LOCKED_FIELDS = (
     "issued_at",
     "scheduled_finalize_at",
     "finalized_at",
+    "credits_applied",
     *PARTY_SNAPSHOT_FIELDS,
 )
 # The only ways out of FINALIZED, each setting its date once.
@@ -164,6 +173,10 @@ class Invoice(models.Model):
     buyer_external_id = models.CharField(max_length=200, blank=True, default="")
     buyer_country = models.CharField(max_length=2, blank=True, default="")
     subscription_external_id = models.CharField(max_length=200, blank=True, default="")
+    # Prepaid credits taken from the customer's balance when the invoice was finalized (spec 10:
+    # min(balance in the invoice's currency, total)); set in the UPDATE that finalizes it, then
+    # locked with the rest. What is left to pay is derived (invoicing.credits.amount_due).
+    credits_applied = models.DecimalField(**MONEY, default=0, db_default=0)
 
     objects = InvoiceQuerySet.as_manager()
 
@@ -186,6 +199,10 @@ class Invoice(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(tax_rate__gte=0, tax_rate__lte=100), name="invoice_tax_rate_percentage"
+            ),
+            models.CheckConstraint(
+                condition=Q(credits_applied__gte=0, credits_applied__lte=F("total")),
+                name="invoice_credits_applied_within_total",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["DRAFT", "FINALIZED", "PAID", "VOID"]),
@@ -417,3 +434,164 @@ class WorkerRun(models.Model):
 
     def __str__(self):
         return f"{self.worker} {self.run_id}"
+
+
+class CreditNote(models.Model):
+    """A correction of a FINALIZED or PAID invoice (spec section 10): lines crediting the invoice's
+    lines before tax, tax at the invoice's own rate. The invoice itself never changes; its
+    credited_amount and amount_due are derived from its credit notes (invoicing.credits).
+
+    The total splits in three, by what the credit does (CHECK: they add up to the total):
+    `applied_to_invoice` lowers what is still due on an unpaid invoice; the rest goes, by `method`,
+    to the customer's credit balance (`credited_to_balance`, a CREDIT_NOTE ledger entry) or is a
+    refund to be paid out (`refund_amount`, `refunded_at` NULL until it has been)."""
+
+    class Reason(models.TextChoices):
+        DUPLICATE = "DUPLICATE"
+        ORDER_CHANGE = "ORDER_CHANGE"
+        PRODUCT_UNSATISFACTORY = "PRODUCT_UNSATISFACTORY"
+        OTHER = "OTHER"
+
+    class Method(models.TextChoices):
+        CREDIT_BALANCE = "CREDIT_BALANCE"
+        REFUND = "REFUND"
+
+    organization = models.ForeignKey(  # indexed by the unique (organization, number)
+        "subscriptions.Organization", on_delete=models.PROTECT, related_name="credit_notes", db_index=False
+    )
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(max_length=32)
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    method = models.CharField(max_length=20, choices=Method.choices)
+    description = models.CharField(max_length=500, blank=True, default="")
+    currency = models.CharField(max_length=3)
+    subtotal = models.DecimalField(**MONEY)
+    tax_rate = models.DecimalField(max_digits=5, decimal_places=2, help_text="The invoice's, in percent")
+    tax_amount = models.DecimalField(**MONEY)
+    total = models.DecimalField(**MONEY)
+    applied_to_invoice = models.DecimalField(**MONEY, default=0)
+    credited_to_balance = models.DecimalField(**MONEY, default=0)
+    refund_amount = models.DecimalField(**MONEY, default=0)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    issued_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "number"], name="credit_note_number_unique"),
+            models.CheckConstraint(
+                condition=Q(subtotal__gt=0, tax_amount__gte=0), name="credit_note_amounts_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(total=Round(F("subtotal") + F("tax_amount"), 4)), name="credit_note_total_adds_up"
+            ),
+            models.CheckConstraint(
+                condition=Q(applied_to_invoice__gte=0, credited_to_balance__gte=0, refund_amount__gte=0)
+                & Q(total=Round(F("applied_to_invoice") + F("credited_to_balance") + F("refund_amount"), 4)),
+                name="credit_note_split_adds_up",
+            ),
+            models.CheckConstraint(
+                condition=Q(method="CREDIT_BALANCE", refund_amount=0)
+                | Q(method="REFUND", credited_to_balance=0),
+                name="credit_note_split_follows_method",
+            ),
+            models.CheckConstraint(
+                condition=Q(reason__in=["DUPLICATE", "ORDER_CHANGE", "PRODUCT_UNSATISFACTORY", "OTHER"]),
+                name="credit_note_reason_valid",
+            ),
+            currency_is_three_letters("currency"),
+        ]
+
+    def __str__(self):
+        return self.number
+
+
+class CreditNoteLine(models.Model):
+    """`amount` (before tax) credited on one line of the credit note's invoice. The database refuses
+    a line of another invoice and more than is left uncredited of the invoice line (triggers of
+    the migration `credit_notes_and_prepaid_credits`, which lock the invoice line first)."""
+
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
+    invoice_line = models.ForeignKey(InvoiceLineItem, on_delete=models.PROTECT, related_name="credit_lines")
+    amount = models.DecimalField(**MONEY)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["credit_note", "invoice_line"], name="credit_note_line_once"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="credit_note_line_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.credit_note_id}: {self.amount}"
+
+
+class CreditLedgerEntry(models.Model):
+    """One movement of a customer's prepaid credits in one currency; the balance is the sum of the
+    entries (never below 0: the migration's triggers refuse an insert that would make it so), and
+    entries are never changed.
+
+    GRANT (+, an optional expires_at), CREDIT_NOTE (+, a credit note's credited_to_balance),
+    APPLICATION (-, taken by an invoice at finalization: at most one per invoice), EXPIRY (-, the
+    unused remainder of a grant once it has expired: at most one per grant), REVERSAL (+, what a
+    voided invoice had taken, given back: at most one per invoice; it never expires)."""
+
+    class Kind(models.TextChoices):
+        GRANT = "GRANT"
+        CREDIT_NOTE = "CREDIT_NOTE"
+        APPLICATION = "APPLICATION"
+        EXPIRY = "EXPIRY"
+        REVERSAL = "REVERSAL"
+
+    customer = models.ForeignKey(  # indexed by (customer, currency)
+        "subscriptions.Customer", on_delete=models.PROTECT, related_name="credit_entries", db_index=False
+    )
+    currency = models.CharField(max_length=3)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    amount = models.DecimalField(**MONEY)
+    description = models.CharField(max_length=500, blank=True, default="")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    invoice = models.ForeignKey(  # indexed by the unique application per invoice
+        Invoice,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="credit_entries",
+        db_index=False,
+    )
+    credit_note = models.ForeignKey(
+        CreditNote, on_delete=models.PROTECT, null=True, blank=True, related_name="credit_entries"
+    )
+    # EXPIRY: the grant whose remainder expired.
+    grant = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="expiries", db_index=False
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["customer", "currency"], name="credit_entry_customer_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice"], condition=Q(kind="APPLICATION"), name="credit_application_once"
+            ),
+            models.UniqueConstraint(fields=["grant"], condition=Q(kind="EXPIRY"), name="credit_expiry_once"),
+            models.UniqueConstraint(
+                fields=["invoice"], condition=Q(kind="REVERSAL"), name="credit_reversal_once"
+            ),
+            models.UniqueConstraint(
+                fields=["credit_note"], condition=Q(kind="CREDIT_NOTE"), name="credit_note_entry_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="GRANT", amount__gt=0, invoice__isnull=True, credit_note__isnull=True)
+                | Q(kind="CREDIT_NOTE", amount__gt=0, credit_note__isnull=False, expires_at__isnull=True)
+                | Q(kind="APPLICATION", amount__lt=0, invoice__isnull=False, expires_at__isnull=True)
+                | Q(kind="EXPIRY", amount__lt=0, grant__isnull=False, expires_at__isnull=True)
+                | Q(kind="REVERSAL", amount__gt=0, invoice__isnull=False, expires_at__isnull=True),
+                name="credit_entry_kind_shape",
+            ),
+            currency_is_three_letters("currency"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.amount} {self.currency}"

@@ -13,6 +13,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from core import money
+from invoicing.credits import apply_credits, expire_credits, give_back_credits
 from invoicing.models import Invoice, InvoiceLineItem
 from invoicing.pricing import price_lines, stored_usage, totals
 from invoicing.pricing.invoice import Priced
@@ -177,14 +178,16 @@ def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
         _check(invoice, "finalize")
         invoice = _with_lines(Invoice.objects.filter(id=invoice_id)).get()
         refresh_drafts([invoice])
+        apply_credits([invoice], now)  # after tax, on the final total
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
-        invoice.save(update_fields=["status", "finalized_at", "updated_at"])
+        invoice.save(update_fields=["status", "finalized_at", "credits_applied", "updated_at"])
         webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id], now)
     return invoice
 
 
 def void_invoice(invoice_id: int, now: datetime) -> Invoice:
-    return _stamp(invoice_id, "void", Invoice.Status.VOID, "voided_at", now)
+    """A voided invoice gives back the prepaid credits it took at finalization (a REVERSAL entry)."""
+    return _stamp(invoice_id, "void", Invoice.Status.VOID, "voided_at", now, then=give_back_credits)
 
 
 def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
@@ -194,14 +197,17 @@ def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:
 STAMP_EVENTS = {Invoice.Status.PAID: EventType.INVOICE_PAID, Invoice.Status.VOID: EventType.INVOICE_VOIDED}
 
 
-def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: datetime) -> Invoice:
-    """A transition that only sets the status and the date it happened, under the row lock."""
+def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: datetime, then=None) -> Invoice:
+    """A transition that only sets the status and the date it happened, under the row lock;
+    `then(invoice, now)` runs in the same transaction, after it."""
     with transaction.atomic():
         invoice = _locked(invoice_id)
         _check(invoice, action)
         invoice.status = status
         setattr(invoice, stamp_field, now)
         invoice.save(update_fields=["status", stamp_field, "updated_at"])
+        if then is not None:
+            then(invoice, now)
         webhooks.enqueue(STAMP_EVENTS[status], [invoice.id], now)
     return invoice
 
@@ -216,13 +222,15 @@ class FinalizeResult:
 
 
 def _finalize(invoices: list[Invoice], now: datetime) -> list[tuple[Invoice, object]]:
-    """Refresh and finalize these locked drafts (a few statements for the lot); the changed totals."""
+    """Refresh these locked drafts, apply their customers' credits and finalize them (a few
+    statements for the lot); the changed totals."""
     changed = refresh_drafts(invoices)
+    apply_credits(invoices, now)  # after tax, on the final totals; in the same UPDATE below
     touched = timezone.now()  # bulk_update skips auto_now
     for invoice in invoices:
         invoice.status, invoice.finalized_at = Invoice.Status.FINALIZED, now
         invoice.updated_at = touched
-    Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "updated_at"])
+    Invoice.objects.bulk_update(invoices, ["status", "finalized_at", "credits_applied", "updated_at"])
     webhooks.enqueue(EventType.INVOICE_FINALIZED, [invoice.id for invoice in invoices], now)
     return changed
 
@@ -259,6 +267,7 @@ def finalize_due_invoices(now: datetime, batch_size: int = 500) -> FinalizeResul
     the run; the next run tries it again."""
     with recorded_run("invoice_finalizer", billed_at=now, started="Invoice finalization started") as run:
         result = FinalizeResult(run_id=run.run_id)
+        expire_credits(now)  # grants past their expiry stop counting (one query when none has)
         failed_ids: set[int] = set()
         while True:
             with transaction.atomic():

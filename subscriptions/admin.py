@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core import money
+from invoicing.credit_admin import CreditLedgerInline, credit_balances_html
 from invoicing.manual_trigger import MORE_DUE, Reason, why_nothing_billed
 from invoicing.run import InvoiceGenerator, RunResult
 from metering.services import adopt_unbound_events_for_plan
@@ -34,6 +35,12 @@ class CustomerAdmin(admin.ModelAdmin):
     list_filter = ["organization", "country", "tax_exempt"]
     list_select_related = ["organization"]
     search_fields = ["name", "external_id", "email", "tax_id"]
+    inlines = [CreditLedgerInline]
+    readonly_fields = ["credit_balance"]
+
+    @admin.display(description="Prepaid credit balance")
+    def credit_balance(self, customer):
+        return credit_balances_html(customer)
 
 
 class TiersField(forms.CharField):

@@ -112,9 +112,10 @@ def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
 
 
 def _invoices(ids):
+    from invoicing.credit_notes import with_credit_totals
     from invoicing.models import Invoice, InvoiceLineItem
 
-    return Invoice.objects.filter(id__in=ids).prefetch_related(
+    return with_credit_totals(Invoice.objects.filter(id__in=ids)).prefetch_related(
         Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id"))
     )
 
@@ -125,17 +126,29 @@ def _subscriptions(ids):
     return Subscription.objects.filter(id__in=ids).select_related("plan")
 
 
+def _credit_notes(ids):
+    from invoicing.models import CreditNote
+
+    return CreditNote.objects.filter(id__in=ids).prefetch_related("lines")
+
+
 def _serializer(event_type: str):
     # Imported when used: the API builds on the apps whose services call enqueue.
     from api import serializers
 
     if event_type.startswith("invoice."):
         return serializers.InvoiceDetailSerializer
+    if event_type.startswith("credit_note."):
+        return serializers.CreditNoteSerializer
     return serializers.SubscriptionSerializer
 
 
 def _objects(event_type: str):
-    return _invoices if event_type.startswith("invoice.") else _subscriptions
+    if event_type.startswith("invoice."):
+        return _invoices
+    if event_type.startswith("credit_note."):
+        return _credit_notes
+    return _subscriptions
 
 
 def timestamp_text(moment: datetime) -> str:

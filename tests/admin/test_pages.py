@@ -14,7 +14,8 @@ from pypdf import PdfReader
 
 from api.models import ApiKey
 from api.services import create_api_key
-from invoicing.models import Invoice, TaxRate, WorkerRun
+from invoicing.credit_notes import LineCredit, issue_credit_note
+from invoicing.models import CreditNote, Invoice, TaxRate, WorkerRun
 from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice, mark_invoice_paid
 from metering.models import Meter, UsageEvent
@@ -53,8 +54,17 @@ def webhook_samples() -> dict:
     return {WebhookEndpoint: endpoint, WebhookMessage: message, WebhookAttempt: attempt}
 
 
+def credit_note_sample(invoice) -> CreditNote:
+    invoice = finalize_invoice(invoice.pk, BILLED_AT.replace(hour=2))
+    line = invoice.line_items.first()
+    return issue_credit_note(
+        invoice.pk, reason="OTHER", method="REFUND", lines=[LineCredit(line.pk, line.amount)], now=BILLED_AT
+    )
+
+
 def test_every_changelist_change_and_add_page_renders(admin_client, billed):
     samples = {
+        CreditNote: credit_note_sample(billed[2]),
         Organization: Organization.objects.first(),
         Customer: Customer.objects.first(),
         Plan: Plan.objects.first(),

@@ -168,6 +168,9 @@ def test_documented_flow_bills_the_exact_total(api):
         "11.60",
         "72.63",
     )
+    # Each stored line carries its id (credit notes name it, spec section 10).
+    line_ids = [line.pop("id") for line in invoice["line_items"]]
+    assert all(isinstance(line_id, int) for line_id in line_ids)
     assert invoice["line_items"] == [
         {
             "kind": "CHARGE",
@@ -203,4 +206,5 @@ def test_documented_flow_bills_the_exact_total(api):
     listed = api.get("/api/v1/invoices", {"subscription": sub["id"], "status": "DRAFT"}).json()
     assert (listed["count"], listed["results"][0]["total"]) == (1, "72.63")
     detail = api.get(f"/api/v1/invoices/{invoice['id']}").json()
+    assert [line.pop("id") for line in detail["line_items"]] == line_ids
     assert detail == invoice

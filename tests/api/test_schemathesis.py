@@ -36,10 +36,13 @@ from tests.factories import (
 # What only the stored data or the clock can refuse, which no schema can state: a reference to an
 # object that does not exist, a value that must be unique, an event the ingestion rules refuse (the
 # 422s), a start_at outside 2000-01-01 .. one year from now (spec section 2, D3), and a webhook URL
-# whose host does not resolve or resolves to a non-public address (SSRF: only DNS can say).
+# whose host does not resolve or resolves to a non-public address (SSRF: only DNS can say); a
+# credit note's line that is not one of the invoice's or more than is left of it, a credit grant's
+# expiry in the past.
 STORED_DATA_SAYS_NO = re.compile(
     r"^(no \w+ has the |unknown |an? \w+ with \w+ .* already exists|must lie from 2000-01-01T00:00:00Z "
-    r"|destination refused: )"
+    r"|destination refused: |\S+ is not a line of |\S+ is more than is left uncredited of line "
+    r"|must be in the future$)"
 )
 
 # What JSON Schema cannot state about a plan's pricing terms (spec section 8): the digits of a JSON
@@ -50,7 +53,8 @@ SCHEMA_CANNOT_SAY = re.compile(
     r"^(Ensure that there are no more than \d+ (digits in total|decimal places)\.$|at most \d+ decimal places"
     r"|must be greater than (0|the previous tier)|only the last tier may have no upper limit"
     r"|the last tier's up_to must be null|a \w+ charge takes a percentage of amounts"
-    r"|the tiers up to .* would bill|what the plan bills whatever the usage|the FIXED charges add up to)"
+    r"|the tiers up to .* would bill|what the plan bills whatever the usage|the FIXED charges add up to"
+    r"|line \d+ is credited twice in this request$)"
 )
 
 

@@ -2,12 +2,13 @@
 would confirm the object exists), lists are empty, and references to our objects are unknown."""
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import time_machine
 
 from api import urls
-from invoicing.models import Invoice
+from invoicing.models import CreditLedgerEntry, CreditNote, Invoice
 from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
 from subscriptions.models import Subscription
@@ -32,7 +33,25 @@ def ours(org):
     endpoint = create_endpoint(organization=org, url="https://93.184.215.14/hook", events=["*"])
     with time_machine.travel(datetime(2025, 2, 1, 1, tzinfo=UTC), tick=False):
         InvoiceGenerator().process_due_subscriptions()
+    invoice = Invoice.objects.get()
+    # A credit note row for the isolation checks only (the service credits finalized invoices; this
+    # one stays a draft so that the other key's POST /finalize can be seen to change nothing).
+    note = CreditNote.objects.create(
+        organization=org,
+        invoice=invoice,
+        number="CN-2025-0001",
+        reason="OTHER",
+        method="REFUND",
+        currency=invoice.currency,
+        subtotal=Decimal("1.00"),
+        tax_rate=Decimal("0"),
+        tax_amount=Decimal("0"),
+        total=Decimal("1.00"),
+        refund_amount=Decimal("1.00"),
+        issued_at=datetime(2025, 2, 1, 2, tzinfo=UTC),
+    )
     return {
+        "credit_note": note.id,
         "customer": customer.id,
         "meter": meter.id,
         "plan": sub.plan_id,
@@ -47,6 +66,8 @@ def endpoints(ids):
     """Every endpoint that names an object: (route name, method, path)."""
     return [
         ("customer-detail", "get", f"/api/v1/customers/{ids['customer']}"),
+        ("customer-credits", "get", f"/api/v1/customers/{ids['customer']}/credits"),
+        ("customer-credits", "post", f"/api/v1/customers/{ids['customer']}/credits"),
         ("meter-detail", "get", f"/api/v1/meters/{ids['meter']}"),
         ("plan-detail", "get", f"/api/v1/plans/{ids['plan']}"),
         ("subscription-detail", "get", f"/api/v1/subscriptions/{ids['subscription']}"),
@@ -65,6 +86,9 @@ def endpoints(ids):
         ("invoice-pdf", "get", f"/api/v1/invoices/{ids['invoice']}/pdf"),
         ("invoice-finalize", "post", f"/api/v1/invoices/{ids['invoice']}/finalize"),
         ("invoice-void", "post", f"/api/v1/invoices/{ids['invoice']}/void"),
+        ("invoice-credit-notes", "post", f"/api/v1/invoices/{ids['invoice']}/credit-notes"),
+        ("credit-note-detail", "get", f"/api/v1/credit-notes/{ids['credit_note']}"),
+        ("credit-note-pdf", "get", f"/api/v1/credit-notes/{ids['credit_note']}/pdf"),
         ("webhook-endpoint-detail", "get", f"/api/v1/webhook-endpoints/{ids['webhook_endpoint']}"),
         ("webhook-endpoint-detail", "patch", f"/api/v1/webhook-endpoints/{ids['webhook_endpoint']}"),
         ("webhook-endpoint-detail", "delete", f"/api/v1/webhook-endpoints/{ids['webhook_endpoint']}"),
@@ -85,6 +109,7 @@ def test_every_object_endpoint_is_covered():
         for name, _, _ in endpoints(
             dict.fromkeys(
                 [
+                    "credit_note",
                     "customer",
                     "meter",
                     "plan",
@@ -105,6 +130,14 @@ def test_another_organizations_key_gets_404_everywhere(api, other_api, ours):
     for name, method, path in endpoints(ours):
         body = {"at_period_end": False} if name == "subscription-cancel" else None
         body = {"enabled": False} if method == "patch" else body
+        body = {"amount": "5.00", "currency": "EUR"} if name == "customer-credits" else body
+        if name == "invoice-credit-notes":
+            line = Invoice.objects.get().line_items.first()
+            body = {
+                "reason": "OTHER",
+                "method": "REFUND",
+                "lines": [{"line_item": line.id, "amount": "1.00"}],
+            }
         answer = getattr(other_api, method)(path, body)
         assert answer.status_code == 404, (name, answer.status_code)
         assert "detail" in answer.json()
@@ -115,15 +148,27 @@ def test_another_organizations_key_gets_404_everywhere(api, other_api, ours):
     assert Subscription.objects.get(id=ours["subscription"]).status == "ACTIVE"
     assert Invoice.objects.get(id=ours["invoice"]).status == "DRAFT"
     assert WebhookEndpoint.objects.filter(enabled=True, secret=secret).count() == 1
+    assert not CreditLedgerEntry.objects.exists()
+    assert CreditNote.objects.count() == 1
 
 
 def test_lists_and_references_stay_inside_the_organization(api, other_api, ours):
-    for resource in ("customers", "meters", "plans", "subscriptions", "invoices", "webhook-endpoints"):
+    resources = (
+        "customers",
+        "meters",
+        "plans",
+        "subscriptions",
+        "invoices",
+        "webhook-endpoints",
+        "credit-notes",
+    )
+    for resource in resources:
         assert other_api.get(f"/api/v1/{resource}").json()["count"] == 0, resource
         assert api.get(f"/api/v1/{resource}").json()["count"] == 1, resource
     assert other_api.get("/api/v1/webhook-messages").json()["count"] == 0
     assert api.get("/api/v1/webhook-messages").json()["count"] == 1  # invoice.created
     assert other_api.get("/api/v1/invoices", {"customer": ours["customer"]}).json()["count"] == 0
+    assert other_api.get("/api/v1/credit-notes", {"invoice": ours["invoice"]}).json()["count"] == 0
     sub = other_api.post(
         "/api/v1/subscriptions", {"customer": ours["customer"], "plan": "x", "external_id": "s"}
     )

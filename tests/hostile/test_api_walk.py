@@ -5,11 +5,14 @@ unknown ids. Every answer must be below 500 and JSON (the PDF's 200 excepted).""
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from invoicing.credit_notes import LineCredit, issue_credit_note
 from invoicing.run import InvoiceGenerator
+from invoicing.services import finalize_invoice
 from tests.factories import (
     ChargeFactory,
     CustomerFactory,
@@ -27,6 +30,7 @@ from webhooks.services import create_endpoint
 EXPECTED = {
     "customer-list": {"GET", "POST"},
     "customer-detail": {"GET"},
+    "customer-credits": {"GET", "POST"},
     "meter-list": {"GET", "POST"},
     "meter-detail": {"GET"},
     "plan-list": {"GET", "POST"},
@@ -42,6 +46,10 @@ EXPECTED = {
     "invoice-pdf": {"GET"},
     "invoice-finalize": {"POST"},
     "invoice-void": {"POST"},
+    "invoice-credit-notes": {"POST"},
+    "credit-note-list": {"GET"},
+    "credit-note-detail": {"GET"},
+    "credit-note-pdf": {"GET"},
     "webhook-endpoint-list": {"GET", "POST"},
     "webhook-endpoint-detail": {"GET", "PATCH", "DELETE"},
     "webhook-endpoint-rotate-secret": {"POST"},
@@ -125,6 +133,15 @@ def world(db):
     ids.update(subscription=sub.id, invoice=invoice.id)
     ids["webhook-endpoint"] = endpoint.id
     ids["webhook-message"] = WebhookMessage.objects.get(event_type="invoice.created").id
+    # A finalized invoice with a credit note, so that the credit-note endpoints reach past the
+    # invoice's status (the walk reaches them before it voids the invoice).
+    finalize_invoice(invoice.id, datetime(2025, 2, 1, 2, tzinfo=UTC))
+    line = invoice.line_items.order_by("position", "id").first()
+    ids["credit-note"] = issue_credit_note(
+        invoice.id, reason="OTHER", method="REFUND", lines=[LineCredit(line.id, Decimal("0.01"))],
+        now=datetime(2025, 2, 2, tzinfo=UTC),
+    ).id  # fmt: skip
+    ids["line"] = line.id
     return client_for(org), ids, customer
 
 
@@ -139,6 +156,9 @@ VALID_BODIES = {
     "subscription-list": {"customer": "CUSTOMER", "plan": "pro", "external_id": "s-UNIQUE",
                           "start_at": "2025-03-01T00:00:00Z"},
     "subscription-cancel": {"at_period_end": True},
+    "customer-credits": {"amount": "5.00", "currency": "EUR", "description": "d", "expires_at": None},
+    "invoice-credit-notes": {"reason": "OTHER", "method": "CREDIT_BALANCE", "description": "d",
+                             "lines": [{"line_item": "LINE", "amount": "0.01"}]},
     "webhook-endpoint-list": {"url": "https://93.184.215.14/hook", "events": ["invoice.created"],
                               "description": "ERP"},
     "webhook-endpoint-detail": {"url": "https://93.184.215.14/other", "events": ["*"], "enabled": True},
@@ -218,7 +238,9 @@ def test_no_hostile_request_to_any_api_endpoint_gives_a_500(world):
                         keyed = call(path, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key)
                         check(keyed, (path, method, key, raw[:40]))
                 valid = json.loads(
-                    json.dumps(VALID_BODIES.get(name, {})).replace('"CUSTOMER"', str(customer.id))
+                    json.dumps(VALID_BODIES.get(name, {}))
+                    .replace('"CUSTOMER"', str(customer.id))
+                    .replace('"LINE"', str(ids["line"]))
                 )
                 for n, body in enumerate([valid, *mutations(valid)]):
                     # Fresh identifiers for every request, so that each reaches past uniqueness checks.
