@@ -3,6 +3,7 @@ organization, validate shapes with serializers and call the services and selecto
 
 from datetime import UTC
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.utils import timezone
@@ -28,9 +29,10 @@ from api.parsers import ExactNumbersJSONParser
 from api.schema import IDEMPOTENCY_KEY_SCHEMA, MAX_ID
 from core.money import AmountTooLarge
 from invoicing import services as invoice_services
+from invoicing.coupons import CouponConflict, attach_coupon, create_coupon
 from invoicing.documents import pdf_filename, render_invoice_pdf
 from invoicing.manual_trigger import bill_subscription_now
-from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.models import Coupon, CouponAttachment, Invoice, InvoiceDiscount, InvoiceLineItem
 from invoicing.run import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter
@@ -336,6 +338,77 @@ class UpcomingInvoice(SubscriptionAction):
         return Response(s.UpcomingInvoiceSerializer(draft).data)
 
 
+# -- coupons ---------------------------------------------------------------------------------------
+
+
+@list_create("coupon", s.CouponSerializer, "coupons")
+class CouponList(ScopedListCreate):
+    queryset = Coupon.objects.all()
+    serializer_class = s.CouponSerializer
+    parser_classes = [ExactNumbersJSONParser]
+
+    def create_object(self, data):
+        return create_coupon(organization=self.organization(), **data)
+
+
+@retrieve("coupon", s.CouponSerializer, "coupons")
+class CouponDetail(ScopedRetrieve):
+    queryset = Coupon.objects.all()
+    serializer_class = s.CouponSerializer
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["subscriptions"],
+        summary="List a subscription's coupons",
+        description="In attachment order: the order they apply in, each to what the ones before left.",
+        responses={200: s.CouponAttachmentSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
+    ),
+    post=extend_schema(
+        tags=["subscriptions"],
+        summary="Attach a coupon to a subscription",
+        description="It discounts the invoices issued from now on (ONCE: the next; REPEATING: the next "
+        "n; FOREVER: all), after the coupons attached before it. 422 for an unknown coupon or a fixed "
+        "amount in another currency than the plan's; 409 when the coupon is already attached.",
+        request=s.AttachCouponSerializer,
+        parameters=[IDEMPOTENCY],
+        responses={
+            201: s.CouponAttachmentSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            **IDEMPOTENCY_ERRORS,
+        },
+    ),
+)
+class SubscriptionCoupons(SubscriptionAction):
+    serializer_class = s.CouponAttachmentSerializer
+
+    def get(self, request, *args, **kwargs):
+        subscription = self.get_object()
+        attachments = CouponAttachment.objects.filter(subscription=subscription).select_related("coupon")
+        return Response(
+            s.CouponAttachmentSerializer(attachments.order_by("attached_at", "id"), many=True).data
+        )
+
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        subscription = self.get_object()
+        serializer = s.AttachCouponSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        code = serializer.validated_data["coupon"]
+        coupon = Coupon.objects.filter(organization=self.organization(), code=code).first()
+        if coupon is None:
+            raise Unprocessable({"coupon": [f"unknown coupon {code!r}"]})
+        try:
+            attachment = attach_coupon(subscription, coupon, timezone.now())
+        except DjangoValidationError as exc:
+            raise Unprocessable(exc.message_dict) from None
+        except CouponConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.CouponAttachmentSerializer(attachment).data, status=status.HTTP_201_CREATED)
+
+
 # -- events ----------------------------------------------------------------------------------------
 
 
@@ -438,7 +511,8 @@ def batch_answer(results) -> dict:
 
 def invoice_detail_queryset():
     return Invoice.objects.prefetch_related(
-        Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id"))
+        Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id")),
+        Prefetch("discounts", queryset=InvoiceDiscount.objects.order_by("position", "id")),
     )
 
 

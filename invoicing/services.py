@@ -13,8 +13,9 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from core import money
-from invoicing.models import Invoice, InvoiceLineItem
-from invoicing.pricing import price_lines, stored_usage, totals
+from invoicing.coupons import give_back_uses, stored_terms
+from invoicing.models import Invoice, InvoiceDiscount, InvoiceLineItem
+from invoicing.pricing import apply_discounts, discount_total, price_lines, stored_usage, totals
 from invoicing.pricing.invoice import Priced
 from invoicing.pricing.lines import line_terms
 from invoicing.run_lease import one_line_reason, recorded_run
@@ -72,8 +73,10 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
 
     Each line is priced again with the terms it stored when the draft was issued (pricing model,
     prices, tiers, min_amount: invoicing.pricing.PricingTerms.from_snapshot); the commitment is the
-    one on the draft's COMMITMENT line, else the plan's. The tax rate stays as it was. Returns the
-    (invoice, old total) pairs whose total changed. Callers hold the invoices' row locks."""
+    one on the draft's COMMITMENT line, else the plan's. The draft's discounts are computed again on
+    the new subtotal from its own discount rows (the same coupons, in the same order, no new use).
+    The tax rate stays as it was. Returns the (invoice, old total) pairs whose total changed.
+    Callers hold the invoices' row locks and prefetch lines and discounts (_with_lines)."""
     questions, usage_lines = [], []
     for invoice in invoices:
         if invoice.status != Invoice.Status.DRAFT:
@@ -91,7 +94,7 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
         usage_lines += lines
         questions += usage_questions(invoice.subscription, lines, (invoice.period_start, invoice.period_end))
     usage = usage_by_charge(usage_lines, iter(aggregate_usage(questions)))
-    changed, updated, added, removed = [], [], [], []
+    changed, updated, added, removed, discounts = [], [], [], [], []
     # Priced before any write: an amount no invoice can hold is refused with a reason naming the
     # line, instead of `numeric field overflow` for the whole batch.
     try:
@@ -119,8 +122,18 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
             removed += remove
             invoice.updated_at = touched
             old_total = invoice.total
+            stored = list(invoice.discounts.all())
+            subtotal = sum((draft.amount for draft in drafts), Decimal(0))
+            again = apply_discounts(subtotal, [stored_terms(row) for row in stored], invoice.currency)
+            for row, discount in zip(stored, again, strict=True):
+                row.amount = discount.amount
+            discounts += stored
+            invoice.discount_amount = discount_total(again)
             invoice.subtotal, invoice.tax_amount, invoice.total = totals(
-                [draft.amount for draft in drafts], invoice.tax_rate, invoice.currency
+                [draft.amount for draft in drafts],
+                invoice.tax_rate,
+                invoice.currency,
+                invoice.discount_amount,
             )
             if invoice.total != old_total:
                 changed.append((invoice, old_total))
@@ -130,7 +143,10 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
         InvoiceLineItem.objects.filter(id__in=[line.id for line in removed]).delete()
     InvoiceLineItem.objects.bulk_update(updated, REFRESHED_LINE_FIELDS)
     InvoiceLineItem.objects.bulk_create(added)
-    Invoice.objects.bulk_update(invoices, ["subtotal", "tax_amount", "total", "updated_at"])
+    InvoiceDiscount.objects.bulk_update(discounts, ["amount"])
+    Invoice.objects.bulk_update(
+        invoices, ["subtotal", "discount_amount", "tax_amount", "total", "updated_at"]
+    )
     return changed
 
 
@@ -166,7 +182,8 @@ def _line_changes(invoice, lines, drafts) -> tuple[list, list, list]:
 
 def _with_lines(queryset):
     return queryset.select_related("customer", "subscription__plan").prefetch_related(
-        Prefetch("line_items", queryset=InvoiceLineItem.objects.select_related("charge__meter", "invoice"))
+        Prefetch("line_items", queryset=InvoiceLineItem.objects.select_related("charge__meter", "invoice")),
+        Prefetch("discounts", queryset=InvoiceDiscount.objects.order_by("position", "id")),
     )
 
 
@@ -202,6 +219,8 @@ def _stamp(invoice_id: int, action: str, status: str, stamp_field: str, now: dat
         invoice.status = status
         setattr(invoice, stamp_field, now)
         invoice.save(update_fields=["status", stamp_field, "updated_at"])
+        if status == Invoice.Status.VOID:
+            give_back_uses(invoice.id)  # a void invoice discounted nothing: its coupons' uses come back
         webhooks.enqueue(STAMP_EVENTS[status], [invoice.id], now)
     return invoice
 
