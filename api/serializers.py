@@ -700,7 +700,12 @@ class WorkerHealthSerializer(serializers.Serializer):
 class CouponSerializer(StrictTypes, serializers.ModelSerializer):
     code = serializers.CharField(max_length=100)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    percent_off = TermField(7, 4, help_text='In percent, above 0 and at most 100, e.g. "10"; or amount_off')
+    percent_off = TermField(
+        7,
+        4,
+        max_value=Decimal(100),
+        help_text='In percent, above 0 and at most 100, e.g. "10"; or amount_off',
+    )
     amount_off = TermField(19, 4, shown=price, help_text='A fixed amount, e.g. "20.00", with its currency')
     currency = CurrencyField(
         min_length=3, max_length=3, required=False, allow_blank=True, help_text="amount_off's; ISO 4217"

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import serializers as s
-from api.errors import Conflict, Unprocessable
+from api.errors import Conflict, Unprocessable, field_map
 from api.filters import InvoiceFilter
 from api.idempotency import HEADER, idempotent
 from api.parsers import ExactNumbersJSONParser
@@ -348,7 +348,13 @@ class CouponList(ScopedListCreate):
     parser_classes = [ExactNumbersJSONParser]
 
     def create_object(self, data):
-        return create_coupon(organization=self.organization(), **data)
+        # The serializer refuses what the schema states (400); the rules across fields (percent or
+        # amount, a currency with an amount, duration_in_periods for REPEATING only) are a 422
+        # naming the field.
+        try:
+            return create_coupon(organization=self.organization(), **data)
+        except DjangoValidationError as exc:
+            raise Unprocessable(field_map(exc)) from None
 
 
 @retrieve("coupon", s.CouponSerializer, "coupons")
@@ -362,7 +368,12 @@ class CouponDetail(ScopedRetrieve):
         tags=["subscriptions"],
         summary="List a subscription's coupons",
         description="In attachment order: the order they apply in, each to what the ones before left.",
-        responses={200: s.CouponAttachmentSerializer(many=True), 401: UNAUTHORIZED, 404: NOT_FOUND},
+        responses={
+            200: s.CouponAttachmentSerializer(many=True),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+        },
     ),
     post=extend_schema(
         tags=["subscriptions"],
@@ -387,9 +398,8 @@ class SubscriptionCoupons(SubscriptionAction):
     def get(self, request, *args, **kwargs):
         subscription = self.get_object()
         attachments = CouponAttachment.objects.filter(subscription=subscription).select_related("coupon")
-        return Response(
-            s.CouponAttachmentSerializer(attachments.order_by("attached_at", "id"), many=True).data
-        )
+        page = self.paginate_queryset(attachments.order_by("attached_at", "id"))
+        return self.get_paginated_response(s.CouponAttachmentSerializer(page, many=True).data)
 
     @idempotent
     def post(self, request, *args, **kwargs):
@@ -403,7 +413,7 @@ class SubscriptionCoupons(SubscriptionAction):
         try:
             attachment = attach_coupon(subscription, coupon, timezone.now())
         except DjangoValidationError as exc:
-            raise Unprocessable(exc.message_dict) from None
+            raise Unprocessable(field_map(exc)) from None
         except CouponConflict as exc:
             raise Conflict(str(exc)) from None
         return Response(s.CouponAttachmentSerializer(attachment).data, status=status.HTTP_201_CREATED)
