@@ -37,6 +37,34 @@ def create_coupon(
 ) -> Coupon:
     """Field errors (ValidationError naming the field) before anything is written; the CHECKs of
     Coupon say the same in the database."""
+    currency = (currency or "").upper()
+    errors = coupon_errors(percent_off, amount_off, currency, duration, duration_in_periods)
+    if Coupon.objects.filter(organization=organization, code=code).exists():
+        errors["code"] = [f"a coupon with the code {code!r} already exists"]
+    if errors:
+        raise ValidationError(errors)
+    coupon = Coupon(
+        organization=organization,
+        code=code,
+        name=name,
+        percent_off=percent_off,
+        amount_off=amount_off,
+        currency=currency,
+        duration=duration,
+        duration_in_periods=duration_in_periods,
+    )
+    try:
+        with transaction.atomic():
+            coupon.save()
+    except IntegrityError as exc:  # the same code created by a concurrent request
+        if Coupon.objects.filter(organization=organization, code=code).exists():
+            raise ValidationError({"code": [f"a coupon with the code {code!r} already exists"]}) from exc
+        raise
+    return coupon
+
+
+def coupon_errors(percent_off, amount_off, currency: str, duration: str, duration_in_periods) -> dict:
+    """What is wrong with these terms, per field (the API's 422, the admin form's errors)."""
     errors = {}
     if (percent_off is None) == (amount_off is None):
         errors["percent_off"] = ["give either percent_off or amount_off (with a currency), not both"]
@@ -46,7 +74,6 @@ def create_coupon(
         if currency:
             errors["currency"] = ["only for amount_off: a percent coupon has no currency"]
     else:
-        currency = (currency or "").upper()
         if amount_off <= 0:
             errors["amount_off"] = ["must be above 0"]
         if not currency:
@@ -62,28 +89,19 @@ def create_coupon(
             errors["duration_in_periods"] = ["must be at least 1"]
     elif duration_in_periods is not None:
         errors["duration_in_periods"] = [f"only for REPEATING coupons, not {duration}"]
-    if Coupon.objects.filter(organization=organization, code=code).exists():
-        errors["code"] = [f"a coupon with the code {code!r} already exists"]
-    if errors:
-        raise ValidationError(errors)
-    coupon = Coupon(
-        organization=organization,
-        code=code,
-        name=name,
-        percent_off=percent_off,
-        amount_off=amount_off,
-        currency=(currency or "").upper(),
-        duration=duration,
-        duration_in_periods=duration_in_periods,
-    )
-    try:
-        with transaction.atomic():
-            coupon.save()
-    except IntegrityError as exc:  # the same code created by a concurrent request
-        if Coupon.objects.filter(organization=organization, code=code).exists():
-            raise ValidationError({"code": [f"a coupon with the code {code!r} already exists"]}) from exc
-        raise
-    return coupon
+    return errors
+
+
+def attachment_errors(subscription, coupon: Coupon) -> dict:
+    """Why `coupon` cannot be attached to `subscription`, per field ({} when it can)."""
+    if coupon.organization_id != subscription.organization_id:
+        return {"coupon": [f"unknown coupon {coupon.code!r}"]}
+    currency = subscription.plan.currency
+    if coupon.amount_off is not None and coupon.currency != currency:
+        return {
+            "coupon": [f"coupon {coupon.code} is in {coupon.currency}; the subscription bills in {currency}"]
+        }
+    return {}
 
 
 def attach_coupon(subscription, coupon: Coupon, now: datetime) -> CouponAttachment:
