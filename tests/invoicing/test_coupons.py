@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from invoicing.audit import audit_invoices
 from invoicing.batch_writes import CouponUse, count_coupon_uses
@@ -20,6 +21,7 @@ from tests.factories import (
     ChargeFactory,
     CouponFactory,
     MeterFactory,
+    OrganizationFactory,
     UsageEventFactory,
     attach,
     simple_subscription,
@@ -359,3 +361,33 @@ def test_two_writers_racing_cannot_use_a_once_coupon_twice():
     assert sorted(outcomes) == ["counted", "refused"]
     attachment.refresh_from_db()
     assert attachment.uses_counted == 1
+
+
+def run_queries(count):
+    """The queries of a run billing `count` subscriptions of one organization, two coupons each."""
+    org = OrganizationFactory()
+    for _ in range(count):
+        sub = simple_subscription(org=org, price="100.00")
+        attach(sub, CouponFactory(organization=org))
+        attach(sub, CouponFactory(organization=org, duration="FOREVER"), at=sub.billing_anchor + timedelta(1))
+    with CaptureQueriesContext(connection) as queries:
+        bill(FEB_1)
+    assert InvoiceDiscount.objects.filter(invoice__organization=org).count() == 2 * count
+    return len(queries)
+
+
+def test_coupons_cost_a_batch_the_same_queries_whatever_its_size():
+    assert run_queries(1) == run_queries(4)
+
+
+def test_the_audit_finds_a_discount_that_does_not_add_up():
+    sub = simple_subscription(price="100.00")
+    attach(sub, CouponFactory(organization=sub.organization, code="TEN"))
+    bill(FEB_1)
+    assert_audit_clean()
+    InvoiceDiscount.objects.update(amount=D("12.00"))
+    CouponAttachment.objects.update(uses_counted=0)
+    findings = [str(f) for f in audit_invoices()]
+    assert any("discounts add up to 12.00 but the discount amount is 10.00" in f for f in findings)
+    assert any("coupon TEN took 12.00 but its terms give 10.00" in f for f in findings)
+    assert any("counts 0 uses but discounted 1 invoices" in f for f in findings)
