@@ -33,6 +33,7 @@ from invoicing.coupons import CouponConflict, attach_coupon, create_coupon
 from invoicing.documents import pdf_filename, render_invoice_pdf
 from invoicing.manual_trigger import bill_subscription_now
 from invoicing.models import Coupon, CouponAttachment, Invoice, InvoiceDiscount, InvoiceLineItem
+from invoicing.pricing import CouponCurrencyMismatch
 from invoicing.run import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter
@@ -320,7 +321,11 @@ class GenerateInvoice(SubscriptionAction):
             401: UNAUTHORIZED,
             404: NOT_FOUND,
             409: OpenApiResponse(E, description="Canceled subscription, or no tax rate configured"),
-            422: OpenApiResponse(E, description="An amount too large for an invoice (the detail says which)"),
+            422: OpenApiResponse(
+                E,
+                description="An amount too large for an invoice, or a coupon in another currency than "
+                "the plan's (the detail says which)",
+            ),
         },
     )
 )
@@ -333,7 +338,7 @@ class UpcomingInvoice(SubscriptionAction):
             raise Conflict(f"subscription {subscription.external_id} is canceled: nothing is upcoming")
         try:
             draft = upcoming_invoice(subscription, timezone.now())
-        except AmountTooLarge as exc:  # the run fails this subscription with the same reason
+        except (AmountTooLarge, CouponCurrencyMismatch) as exc:  # the run fails it with the same reason
             raise Unprocessable(str(exc)) from None
         return Response(s.UpcomingInvoiceSerializer(draft).data)
 

@@ -7,6 +7,7 @@ import time_machine
 
 from invoicing.models import Coupon, CouponAttachment
 from invoicing.run import InvoiceGenerator
+from subscriptions.models import Subscription
 from tests.factories import PlanFactory, SubscriptionFactory, simple_subscription
 
 WELCOME = {"code": "WELCOME10", "name": "Welcome", "percent_off": "10", "duration": "ONCE"}
@@ -137,3 +138,17 @@ def test_a_fixed_coupon_in_another_currency_is_422(api, org):
     assert answer.status_code == 422
     assert "EUR" in answer.json()["coupon"][0]
     assert not CouponAttachment.objects.exists()
+
+
+def test_a_coupon_left_in_another_currency_after_a_plan_change_fails_the_subscription_not_the_api(api, org):
+    sub = simple_subscription(org=org, price="100.00")
+    api.post("/api/v1/coupons", TWENTY)
+    with time_machine.travel(datetime(2025, 1, 5, tzinfo=UTC), tick=False):
+        assert api.post(f"/api/v1/subscriptions/{sub.id}/coupons", {"coupon": "TWENTY"}).status_code == 201
+    Subscription.objects.filter(id=sub.id).update(plan=PlanFactory(organization=org, currency="USD"))
+    preview = api.get(f"/api/v1/subscriptions/{sub.id}/upcoming-invoice")
+    assert preview.status_code == 422
+    assert "coupon TWENTY is in EUR, the invoice in USD" in preview.json()["detail"]
+    result = InvoiceGenerator().process_due_subscriptions(datetime(2025, 2, 1, 1, tzinfo=UTC))
+    assert (result.failed, result.invoices_created) == (1, 0)
+    assert "coupon TWENTY is in EUR" in result.failures[0].reason
