@@ -510,6 +510,21 @@ class InvoiceDiscount(models.Model):
     def __str__(self):
         return f"{self.coupon_code}: {self.amount}"
 
+    def save(self, *args, **kwargs):
+        self._refuse_if_locked()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        self._refuse_if_locked()
+        return super().delete(*args, **kwargs)
+
+    def _refuse_if_locked(self) -> None:
+        """As a line's: a finalized, paid or void invoice's discounts never change (the model's
+        guard only; the invoice's own discount_amount is locked by the database's trigger)."""
+        locked = Invoice.objects.filter(pk=self.invoice_id).exclude(status=Invoice.Status.DRAFT).first()
+        if locked is not None:
+            raise InvoiceLockedError(f"{locked.number} is {locked.status}: its discounts cannot change")
+
 
 class WorkerRun(models.Model):
     class Status(models.TextChoices):

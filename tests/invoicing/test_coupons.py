@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from invoicing.audit import audit_invoices
 from invoicing.batch_writes import CouponUse, count_coupon_uses
-from invoicing.models import CouponAttachment, Invoice, InvoiceDiscount
+from invoicing.models import CouponAttachment, Invoice, InvoiceDiscount, InvoiceLockedError
 from invoicing.pricing import CouponTerms, apply_discounts, totals
 from invoicing.run import InvoiceGenerator, InvoiceRun
 from invoicing.selectors import upcoming_invoice
@@ -391,3 +391,18 @@ def test_the_audit_finds_a_discount_that_does_not_add_up():
     assert any("discounts add up to 12.00 but the discount amount is 10.00" in f for f in findings)
     assert any("coupon TEN took 12.00 but its terms give 10.00" in f for f in findings)
     assert any("counts 0 uses but discounted 1 invoices" in f for f in findings)
+
+
+def test_a_finalized_invoices_discounts_cannot_be_changed_through_the_model():
+    sub = simple_subscription(price="100.00")
+    attach(sub, CouponFactory(organization=sub.organization))
+    bill(FEB_1)
+    invoice = Invoice.objects.get()
+    finalize_invoice(invoice.id, FEB_1 + timedelta(hours=1))
+    discount = InvoiceDiscount.objects.get()
+    discount.amount = D("1.00")
+    with pytest.raises(InvoiceLockedError):
+        discount.save()
+    with pytest.raises(InvoiceLockedError):
+        discount.delete()
+    assert InvoiceDiscount.objects.get().amount == D("10.00")
