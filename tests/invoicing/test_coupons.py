@@ -24,6 +24,7 @@ from tests.factories import (
     OrganizationFactory,
     UsageEventFactory,
     attach,
+    ensure_eu_vat_rates,
     simple_subscription,
 )
 
@@ -406,3 +407,40 @@ def test_a_finalized_invoices_discounts_cannot_be_changed_through_the_model():
     with pytest.raises(InvoiceLockedError):
         discount.delete()
     assert InvoiceDiscount.objects.get().amount == D("10.00")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_run_racing_another_writer_for_a_once_coupon_fails_the_subscription_alone(monkeypatch):
+    """Another connection counts the ONCE coupon's use and commits after the run read it as unused
+    and before the run writes: the run's UPDATE adds its use to the committed one, the CHECK refuses,
+    and the subscription fails alone with nothing of it written; the other subscription is billed."""
+    ensure_eu_vat_rates()  # a transactional test starts from empty tables
+    sub = simple_subscription(price="100.00")
+    other = simple_subscription(org=sub.organization, price="50.00")
+    attachment = attach(sub, CouponFactory(organization=sub.organization))
+    real_price = InvoiceRun.price
+
+    def price_then_raced(self, bills):
+        priced = real_price(self, bills)
+
+        def elsewhere():
+            try:
+                with transaction.atomic():
+                    count_coupon_uses([CouponUse(attachment.id, 1)])
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(timeout=30)
+        return priced
+
+    monkeypatch.setattr(InvoiceRun, "price", price_then_raced)
+    result = bill(FEB_1)
+    assert (result.failed, result.invoices_created) == (1, 1)
+    assert "coupon_uses_within_duration" in result.failures[0].reason
+    assert list(Invoice.objects.values_list("subscription_id", "total")) == [(other.id, D("59.50"))]
+    attachment.refresh_from_db()
+    assert attachment.uses_counted == 1
+    assert not InvoiceDiscount.objects.exists()
