@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from invoicing.run import InvoiceGenerator
 from tests.factories import (
     ChargeFactory,
+    CouponFactory,
     CustomerFactory,
     MeterFactory,
     OrganizationFactory,
@@ -36,6 +37,9 @@ EXPECTED = {
     "subscription-cancel": {"POST"},
     "subscription-generate-invoice": {"POST"},
     "subscription-upcoming-invoice": {"GET"},
+    "subscription-coupons": {"GET", "POST"},
+    "coupon-list": {"GET", "POST"},
+    "coupon-detail": {"GET"},
     "events": {"POST"},
     "invoice-list": {"GET"},
     "invoice-detail": {"GET"},
@@ -125,6 +129,7 @@ def world(db):
     ids.update(subscription=sub.id, invoice=invoice.id)
     ids["webhook-endpoint"] = endpoint.id
     ids["webhook-message"] = WebhookMessage.objects.get(event_type="invoice.created").id
+    ids["coupon"] = CouponFactory(organization=org, code="WELCOME10").id
     return client_for(org), ids, customer
 
 
@@ -139,6 +144,9 @@ VALID_BODIES = {
     "subscription-list": {"customer": "CUSTOMER", "plan": "pro", "external_id": "s-UNIQUE",
                           "start_at": "2025-03-01T00:00:00Z"},
     "subscription-cancel": {"at_period_end": True},
+    "subscription-coupons": {"coupon": "WELCOME10"},
+    "coupon-list": {"code": "c-UNIQUE", "name": "C", "amount_off": "5.00", "currency": "EUR",
+                    "duration": "REPEATING", "duration_in_periods": 2},
     "webhook-endpoint-list": {"url": "https://93.184.215.14/hook", "events": ["invoice.created"],
                               "description": "ERP"},
     "webhook-endpoint-detail": {"url": "https://93.184.215.14/other", "events": ["*"], "enabled": True},
