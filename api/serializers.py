@@ -20,7 +20,15 @@ from api.schema import (
 from core.money import as_minor_units
 from invoicing import credit_notes
 from invoicing.breakdown import as_api, detail_rows
-from invoicing.models import CreditLedgerEntry, CreditNote, CreditNoteLine, Invoice, InvoiceLineItem
+from invoicing.models import (
+    Coupon,
+    CouponAttachment,
+    CreditLedgerEntry,
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    InvoiceLineItem,
+)
 from metering.models import Meter
 from subscriptions.models import Charge, Customer, Plan, Subscription
 from subscriptions.pricing_terms import normalized_charge_terms, validate_charge_terms
@@ -556,11 +564,30 @@ class InvoiceLineSerializer(LineItemSerializer):
         return {"id": data.pop("id"), **data}
 
 
+class DiscountSerializer(serializers.Serializer):
+    coupon = serializers.CharField(help_text="The coupon's code")
+    amount = DecimalText(help_text="What it took off, before tax")
+
+
+def discounts_of(invoice) -> list[dict]:
+    """An invoice's discount rows, or a draft's Discounts (the upcoming-invoice preview), in the
+    order they applied."""
+    if isinstance(invoice, Invoice):
+        return [
+            {"coupon": d.coupon_code, "amount": money(d.amount, invoice.currency)}
+            for d in invoice.discounts.all()
+        ]
+    return [{"coupon": d.coupon.code, "amount": money(d.amount, invoice.currency)} for d in invoice.discounts]
+
+
 class AmountsMixin(serializers.Serializer):
     currency = serializers.CharField()
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
     subtotal = serializers.SerializerMethodField()
+    discount_amount = serializers.SerializerMethodField(
+        help_text="The coupons' discounts, before tax: tax_amount is on subtotal - discount_amount"
+    )
     tax_rate = serializers.SerializerMethodField(help_text='In percent, e.g. "19.00"')
     tax_amount = serializers.SerializerMethodField()
     tax_reason = serializers.CharField()
@@ -569,6 +596,10 @@ class AmountsMixin(serializers.Serializer):
     @extend_schema_field(DECIMAL_STRING)
     def get_subtotal(self, invoice) -> str:
         return money(invoice.subtotal, invoice.currency)
+
+    @extend_schema_field(DECIMAL_STRING)
+    def get_discount_amount(self, invoice) -> str:
+        return money(invoice.discount_amount, invoice.currency)
 
     @extend_schema_field(DECIMAL_STRING)
     def get_tax_rate(self, invoice) -> str:
@@ -599,6 +630,7 @@ class InvoiceSerializer(AmountsMixin, serializers.ModelSerializer):
             "period_start",
             "period_end",
             "subtotal",
+            "discount_amount",
             "tax_rate",
             "tax_amount",
             "tax_reason",
@@ -612,6 +644,11 @@ class InvoiceSerializer(AmountsMixin, serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def _after(fields: list[str], anchor: str, *added: str) -> list[str]:
+    at = fields.index(anchor) + 1
+    return [*fields[:at], *added, *fields[at:]]
+
+
 class InvoiceDetailSerializer(InvoiceSerializer):
     credits_applied = serializers.SerializerMethodField(
         help_text="Prepaid credits taken from the customer's balance at finalization"
@@ -622,19 +659,27 @@ class InvoiceDetailSerializer(InvoiceSerializer):
     amount_due = serializers.SerializerMethodField(
         help_text="total - credits_applied - the credit notes' part that lowered it; 0 once PAID or VOID"
     )
+    discounts = serializers.SerializerMethodField()
     line_items = serializers.SerializerMethodField()
 
     class Meta(InvoiceSerializer.Meta):
-        # Spec section 10's order: the amounts after total, then the lines.
+        # Spec section 10's order: the discounts after their amount, the credits after the total,
+        # then the lines.
         fields = [
-            *InvoiceSerializer.Meta.fields[: InvoiceSerializer.Meta.fields.index("total") + 1],
-            "credits_applied",
-            "credited_amount",
-            "amount_due",
-            *InvoiceSerializer.Meta.fields[InvoiceSerializer.Meta.fields.index("total") + 1 :],
+            *_after(
+                _after(InvoiceSerializer.Meta.fields, "discount_amount", "discounts"),
+                "total",
+                "credits_applied",
+                "credited_amount",
+                "amount_due",
+            ),
             "line_items",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(DiscountSerializer(many=True))
+    def get_discounts(self, invoice):
+        return discounts_of(invoice)
 
     @extend_schema_field(DECIMAL_STRING)
     def get_credits_applied(self, invoice) -> str:
@@ -670,7 +715,14 @@ class UpcomingInvoiceSerializer(AmountsMixin):
     subscription = serializers.IntegerField(source="subscription.id")
     customer = serializers.IntegerField(source="subscription.customer_id")
     as_of = serializers.DateTimeField(help_text="When this preview was computed")
+    discounts = serializers.SerializerMethodField(
+        help_text="As the next invoice would take them; none is used up"
+    )
     line_items = serializers.SerializerMethodField()
+
+    @extend_schema_field(DiscountSerializer(many=True))
+    def get_discounts(self, draft):
+        return discounts_of(draft)
 
     @extend_schema_field(LineItemSerializer(many=True))
     def get_line_items(self, draft):
@@ -813,6 +865,50 @@ class CreditGrantSerializer(StrictTypes, serializers.Serializer):
         required=False, allow_null=True, default=None, help_text="null: never expires"
     )
 
+
+# -- coupons ---------------------------------------------------------------------------------------
+
+
+class CouponSerializer(StrictTypes, serializers.ModelSerializer):
+    code = serializers.CharField(max_length=100)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    percent_off = TermField(
+        7,
+        4,
+        max_value=Decimal(100),
+        help_text='In percent, above 0 and at most 100, e.g. "10"; or amount_off',
+    )
+    amount_off = TermField(19, 4, shown=price, help_text='A fixed amount, e.g. "20.00", with its currency')
+    currency = CurrencyField(
+        min_length=3, max_length=3, required=False, allow_blank=True, help_text="amount_off's; ISO 4217"
+    )
+    duration = serializers.ChoiceField(choices=Coupon.Duration.choices)
+    duration_in_periods = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=10_000,
+        help_text="REPEATING only: how many invoices",
+    )
+
+    class Meta:
+        model = Coupon
+        fields = [
+            "id",
+            "code",
+            "name",
+            "percent_off",
+            "amount_off",
+            "currency",
+            "duration",
+            "duration_in_periods",
+            "created_at",
+        ]
+        read_only_fields = ["id", "created_at"]
+        validators = []
+
+    validate_code = unique_in_organization(Coupon, "code")
+
     def validate_currency(self, value):
         return value.upper()
 
@@ -850,3 +946,21 @@ class CreditBalanceSerializer(serializers.Serializer):
 class CustomerCreditsSerializer(serializers.Serializer):
     balances = CreditBalanceSerializer(many=True)
     entries = CreditEntrySerializer(many=True)
+
+
+class AttachCouponSerializer(StrictTypes, serializers.Serializer):
+    coupon = serializers.CharField(max_length=100, help_text="The coupon's code")
+
+
+class CouponAttachmentSerializer(serializers.ModelSerializer):
+    coupon = serializers.CharField(source="coupon.code", help_text="The coupon's code")
+    duration = serializers.CharField(source="coupon.duration")
+    uses_left = serializers.SerializerMethodField(help_text="null: FOREVER")
+
+    class Meta:
+        model = CouponAttachment
+        fields = ["id", "coupon", "duration", "attached_at", "max_uses", "uses_counted", "uses_left"]
+        read_only_fields = fields
+
+    def get_uses_left(self, attachment) -> int | None:
+        return None if attachment.max_uses is None else attachment.max_uses - attachment.uses_counted

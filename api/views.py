@@ -3,6 +3,7 @@ organization, validate shapes with serializers and call the services and selecto
 
 from datetime import UTC
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.utils import timezone
@@ -21,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import serializers as s
-from api.errors import Conflict, Unprocessable
+from api.errors import Conflict, Unprocessable, field_map
 from api.filters import CreditNoteFilter, InvoiceFilter
 from api.idempotency import HEADER, idempotent
 from api.parsers import ExactNumbersJSONParser
@@ -29,6 +30,7 @@ from api.schema import IDEMPOTENCY_KEY_SCHEMA, MAX_ID
 from core.money import AmountTooLarge
 from invoicing import credits as prepaid_credits
 from invoicing import services as invoice_services
+from invoicing.coupons import CouponConflict, attach_coupon, create_coupon
 from invoicing.credit_notes import LineCredit, issue_credit_note, with_credit_totals
 from invoicing.documents import (
     credit_note_pdf_filename,
@@ -37,7 +39,16 @@ from invoicing.documents import (
     render_invoice_pdf,
 )
 from invoicing.manual_trigger import bill_subscription_now
-from invoicing.models import CreditLedgerEntry, CreditNote, Invoice, InvoiceLineItem
+from invoicing.models import (
+    Coupon,
+    CouponAttachment,
+    CreditLedgerEntry,
+    CreditNote,
+    Invoice,
+    InvoiceDiscount,
+    InvoiceLineItem,
+)
+from invoicing.pricing import CouponCurrencyMismatch
 from invoicing.run import MAX_PERIODS_PER_SUBSCRIPTION
 from invoicing.selectors import upcoming_invoice, worker_health
 from metering.models import Meter
@@ -325,7 +336,11 @@ class GenerateInvoice(SubscriptionAction):
             401: UNAUTHORIZED,
             404: NOT_FOUND,
             409: OpenApiResponse(E, description="Canceled subscription, or no tax rate configured"),
-            422: OpenApiResponse(E, description="An amount too large for an invoice (the detail says which)"),
+            422: OpenApiResponse(
+                E,
+                description="An amount too large for an invoice, or a coupon in another currency than "
+                "the plan's (the detail says which)",
+            ),
         },
     )
 )
@@ -338,9 +353,90 @@ class UpcomingInvoice(SubscriptionAction):
             raise Conflict(f"subscription {subscription.external_id} is canceled: nothing is upcoming")
         try:
             draft = upcoming_invoice(subscription, timezone.now())
-        except AmountTooLarge as exc:  # the run fails this subscription with the same reason
+        except (AmountTooLarge, CouponCurrencyMismatch) as exc:  # the run fails it with the same reason
             raise Unprocessable(str(exc)) from None
         return Response(s.UpcomingInvoiceSerializer(draft).data)
+
+
+# -- coupons ---------------------------------------------------------------------------------------
+
+
+@list_create("coupon", s.CouponSerializer, "coupons")
+class CouponList(ScopedListCreate):
+    queryset = Coupon.objects.all()
+    serializer_class = s.CouponSerializer
+    parser_classes = [ExactNumbersJSONParser]
+
+    def create_object(self, data):
+        # The serializer refuses what the schema states (400); the rules across fields (percent or
+        # amount, a currency with an amount, duration_in_periods for REPEATING only) are a 422
+        # naming the field.
+        try:
+            return create_coupon(organization=self.organization(), **data)
+        except DjangoValidationError as exc:
+            raise Unprocessable(field_map(exc)) from None
+
+
+@retrieve("coupon", s.CouponSerializer, "coupons")
+class CouponDetail(ScopedRetrieve):
+    queryset = Coupon.objects.all()
+    serializer_class = s.CouponSerializer
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["subscriptions"],
+        summary="List a subscription's coupons",
+        description="In attachment order: the order they apply in, each to what the ones before left.",
+        responses={
+            200: s.CouponAttachmentSerializer(many=True),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+        },
+    ),
+    post=extend_schema(
+        tags=["subscriptions"],
+        summary="Attach a coupon to a subscription",
+        description="It discounts the invoices issued from now on (ONCE: the next; REPEATING: the next "
+        "n; FOREVER: all), after the coupons attached before it. 422 for an unknown coupon or a fixed "
+        "amount in another currency than the plan's; 409 when the coupon is already attached.",
+        request=s.AttachCouponSerializer,
+        parameters=[IDEMPOTENCY],
+        responses={
+            201: s.CouponAttachmentSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: NOT_FOUND,
+            **IDEMPOTENCY_ERRORS,
+        },
+    ),
+)
+class SubscriptionCoupons(SubscriptionAction):
+    serializer_class = s.CouponAttachmentSerializer
+
+    def get(self, request, *args, **kwargs):
+        subscription = self.get_object()
+        attachments = CouponAttachment.objects.filter(subscription=subscription).select_related("coupon")
+        page = self.paginate_queryset(attachments.order_by("attached_at", "id"))
+        return self.get_paginated_response(s.CouponAttachmentSerializer(page, many=True).data)
+
+    @idempotent
+    def post(self, request, *args, **kwargs):
+        subscription = self.get_object()
+        serializer = s.AttachCouponSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        code = serializer.validated_data["coupon"]
+        coupon = Coupon.objects.filter(organization=self.organization(), code=code).first()
+        if coupon is None:
+            raise Unprocessable({"coupon": [f"unknown coupon {code!r}"]})
+        try:
+            attachment = attach_coupon(subscription, coupon, timezone.now())
+        except DjangoValidationError as exc:
+            raise Unprocessable(field_map(exc)) from None
+        except CouponConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.CouponAttachmentSerializer(attachment).data, status=status.HTTP_201_CREATED)
 
 
 # -- events ----------------------------------------------------------------------------------------
@@ -445,7 +541,8 @@ def batch_answer(results) -> dict:
 
 def invoice_detail_queryset():
     return with_credit_totals(Invoice.objects.all()).prefetch_related(
-        Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id"))
+        Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id")),
+        Prefetch("discounts", queryset=InvoiceDiscount.objects.order_by("position", "id")),
     )
 
 

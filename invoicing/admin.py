@@ -18,6 +18,7 @@ from django.utils.safestring import mark_safe
 from core import money
 from invoicing import charts, credit_admin, credit_notes, documents, selectors, services
 from invoicing.breakdown import PlainFormat, detail_rows, readable_rows
+from invoicing.coupon_admin import CouponAdmin  # noqa: F401 (registers the coupon screens)
 from invoicing.models import PARTY_SNAPSHOT_FIELDS, Invoice, InvoiceLineItem, TaxRate, WorkerRun
 from invoicing.pricing import last_day
 from invoicing.worker_log import run_log_lines
@@ -136,7 +137,17 @@ class InvoiceAdmin(admin.ModelAdmin):
         ),
         (
             "Amounts",
-            {"fields": ["currency", "subtotal_shown", "tax_rate", "tax_reason", "tax_shown", "total_shown"]},
+            {
+                "fields": [
+                    "currency",
+                    "subtotal_shown",
+                    "discounts_shown",
+                    "tax_rate",
+                    "tax_reason",
+                    "tax_shown",
+                    "total_shown",
+                ]
+            },
         ),
         (
             "Credits and corrections",
@@ -177,6 +188,18 @@ class InvoiceAdmin(admin.ModelAdmin):
     @admin.display(description="Subtotal")
     def subtotal_shown(self, invoice):
         return money.as_minor_units(invoice.subtotal, invoice.currency)
+
+    @admin.display(description="Discounts")
+    def discounts_shown(self, invoice):
+        """Each coupon's discount in the order it applied, then their sum (invoicing.coupons)."""
+        rows = [
+            (discount.coupon_code, money.as_minor_units(discount.amount, invoice.currency))
+            for discount in invoice.discounts.order_by("position", "id")
+        ]
+        if not rows:
+            return "–"
+        total = money.as_minor_units(invoice.discount_amount, invoice.currency)
+        return format_html("{}<br>= {}", format_html_join(mark_safe("<br>"), "{}: −{}", rows), total)
 
     @admin.display(description="Tax amount")
     def tax_shown(self, invoice):

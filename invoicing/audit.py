@@ -10,14 +10,21 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import groupby
 from typing import NamedTuple
 
-from django.db.models import Count, F, IntegerField, Max, Min, Sum, Window
+from django.db.models import Count, F, IntegerField, Max, Min, Q, Sum, Window
 from django.db.models.functions import Cast, ExtractYear, Lag, Substr
 
 from core import money
-from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence
-from invoicing.pricing import stored_usage
+from invoicing.models import (
+    CouponAttachment,
+    Invoice,
+    InvoiceDiscount,
+    InvoiceLineItem,
+    InvoiceNumberSequence,
+)
+from invoicing.pricing import CouponTerms, apply_discounts, stored_usage
 from invoicing.pricing.lines import price_issued_line
 
 CHUNK = 2000
@@ -45,6 +52,8 @@ def audit_invoices(counts: AuditCounts | None = None) -> Iterator[Finding]:
     counts = counts if counts is not None else AuditCounts()
     yield from _invoice_arithmetic(counts)
     yield from _line_arithmetic(counts)
+    yield from _discount_arithmetic()
+    yield from _coupon_uses()
     yield from _one_invoice_per_period()
     yield from _periods_follow_each_other()
     yield from _numbers_without_gaps()
@@ -80,6 +89,7 @@ def _invoice_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
             "organization__slug",
             "currency",
             "subtotal",
+            "discount_amount",
             "tax_rate",
             "tax_amount",
             "total",
@@ -89,7 +99,7 @@ def _invoice_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
         .order_by("id")
         .iterator(chunk_size=CHUNK)
     )
-    for number, org, currency, subtotal, rate, tax, total, lines_total, line_count in rows:
+    for number, org, currency, subtotal, discount, rate, tax, total, lines_total, line_count in rows:
         counts.invoices += 1
         who = _who(number, org)
         if line_count == 0:
@@ -100,26 +110,103 @@ def _invoice_arithmetic(counts: AuditCounts) -> Iterator[Finding]:
                 f"line items add up to {_show(lines_total, currency)} "
                 f"but the subtotal is {_show(subtotal, currency)}",
             )
-        if subtotal + tax != total:
+        if subtotal - discount + tax != total:
+            less = f" - discount {_show(discount, currency)}" if discount else ""
             yield Finding(
                 who,
-                f"subtotal {_show(subtotal, currency)} + tax {_show(tax, currency)} is "
-                f"{_show(subtotal + tax, currency)} but the total is {_show(total, currency)}",
+                f"subtotal {_show(subtotal, currency)}{less} + tax {_show(tax, currency)} is "
+                f"{_show(subtotal - discount + tax, currency)} but the total is {_show(total, currency)}",
             )
-        expected_tax = money.percent_of(subtotal, rate, currency)
+        if not 0 <= discount <= subtotal:
+            yield Finding(
+                who,
+                f"discount {_show(discount, currency)} is outside 0..subtotal {_show(subtotal, currency)}",
+            )
+        taxed = subtotal - discount  # tax is on the discounted base (spec section 10)
+        expected_tax = money.percent_of(taxed, rate, currency)
         if tax != expected_tax:
             yield Finding(
                 who,
-                f"tax is {_show(tax, currency)} but {_show(rate)}% of {_show(subtotal, currency)} rounds to "
+                f"tax is {_show(tax, currency)} but {_show(rate)}% of {_show(taxed, currency)} rounds to "
                 f"{_show(expected_tax, currency)} {currency}",
             )
-        for name, amount in (("subtotal", subtotal), ("tax", tax), ("total", total)):
+        for name, amount in (("subtotal", subtotal), ("discount", discount), ("tax", tax), ("total", total)):
             if money.round_money(amount, currency) != amount:
                 yield Finding(
                     who,
                     f"{name} {_show(amount, currency)} is not rounded to {currency}'s "
                     f"{money.minor_unit(currency)} decimal places",
                 )
+
+
+def _discount_arithmetic() -> Iterator[Finding]:
+    """Each invoice's discount rows add up to its discount_amount, and each is what its coupon's
+    terms (kept on the row) take of what the ones before it left (invoicing.pricing.discounts)."""
+    rows = (
+        InvoiceDiscount.objects.values_list(
+            "invoice_id",
+            "invoice__number",
+            "invoice__organization__slug",
+            "invoice__currency",
+            "invoice__subtotal",
+            "invoice__discount_amount",
+            "coupon_code",
+            "percent_off",
+            "amount_off",
+            "amount",
+            "attachment_id",
+        )
+        .order_by("invoice_id", "position", "id")
+        .iterator(chunk_size=CHUNK)
+    )
+    for _, group in groupby(rows, key=lambda row: row[0]):
+        group = list(group)
+        _, number, org, currency, subtotal, discount_amount = group[0][:6]
+        who = _who(number, org)
+        amounts = [row[9] for row in group]
+        if sum(amounts, Decimal(0)) != discount_amount:
+            yield Finding(
+                who,
+                f"discounts add up to {_show(sum(amounts, Decimal(0)), currency)} "
+                f"but the discount amount is {_show(discount_amount, currency)}",
+            )
+        terms = [CouponTerms(row[6], row[7], row[8], "", row[10]) for row in group]
+        for discount, amount in zip(apply_discounts(subtotal, terms, currency), amounts, strict=True):
+            if discount.amount != amount:
+                yield Finding(
+                    who,
+                    f"coupon {discount.coupon.code} took {_show(amount, currency)} "
+                    f"but its terms give {_show(discount.amount, currency)}",
+                )
+    undocumented = (
+        Invoice.objects.filter(discount_amount__gt=0, discounts__isnull=True)
+        .values_list("number", "organization__slug", "currency", "discount_amount")
+        .order_by("id")
+        .iterator(chunk_size=CHUNK)
+    )
+    for number, org, currency, discount_amount in undocumented:
+        yield Finding(
+            _who(number, org), f"discount amount {_show(discount_amount, currency)} but no discount rows"
+        )
+
+
+def _coupon_uses() -> Iterator[Finding]:
+    """Each attachment's uses_counted is the number of invoices not VOID it discounted, and no
+    coupon discounted more invoices than its duration allows."""
+    rows = (
+        CouponAttachment.objects.annotate(
+            used=Count("discounts", filter=~Q(discounts__invoice__status=Invoice.Status.VOID))
+        )
+        .values_list("coupon__code", "subscription__external_id", "max_uses", "uses_counted", "used")
+        .order_by("id")
+        .iterator(chunk_size=CHUNK)
+    )
+    for code, subscription, max_uses, counted, used in rows:
+        who = f"coupon {code} on subscription {subscription}"
+        if counted != used:
+            yield Finding(who, f"counts {counted} uses but discounted {used} invoices that are not void")
+        if max_uses is not None and used > max_uses:
+            yield Finding(who, f"discounted {used} invoices, more than its {max_uses}")
 
 
 class AuditedLine(NamedTuple):

@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from core.sql_arrays import array_literal
-from invoicing.models import Invoice, InvoiceLineItem
+from invoicing.models import CouponAttachment, Invoice, InvoiceDiscount, InvoiceLineItem
 from invoicing.numbering import take_invoice_numbers
 from invoicing.parties import (
     BUYER_COLUMNS,
@@ -44,6 +44,7 @@ class InvoiceRow(NamedTuple):
     period_end: datetime
     currency: str
     subtotal: Decimal
+    discount_amount: Decimal
     tax_rate: Decimal
     tax_amount: Decimal
     tax_reason: str
@@ -85,6 +86,25 @@ class LineRow(NamedTuple):
         )
 
 
+class DiscountRow(NamedTuple):
+    """One coupon's discount on one invoice (invoicing.pricing.Discount), its terms as applied."""
+
+    invoice_id: int
+    attachment_id: int
+    coupon_code: str
+    percent_off: Decimal | None
+    amount_off: Decimal | None
+    amount: Decimal
+    position: int
+
+
+class CouponUse(NamedTuple):
+    """How many invoices of the batch an attachment discounted: added to its uses_counted."""
+
+    id: int
+    uses: int
+
+
 class SubscriptionAdvance(NamedTuple):
     """Where a billed subscription moves on to (or how it ends, canceled at period end)."""
 
@@ -111,6 +131,7 @@ INVOICE_COLUMNS = [
     ("period_end", "timestamptz"),
     ("currency", "varchar"),
     ("subtotal", "numeric"),
+    ("discount_amount", "numeric"),
     ("tax_rate", "numeric"),
     ("tax_amount", "numeric"),
     ("tax_reason", "varchar"),
@@ -131,6 +152,16 @@ LINE_COLUMNS = [
     ("details", "jsonb"),  # JSON text: LineDraft.details_json() / terms, dumped
     ("terms", "jsonb"),
 ]
+DISCOUNT_COLUMNS = [
+    ("invoice_id", "bigint"),
+    ("attachment_id", "bigint"),
+    ("coupon_code", "varchar"),
+    ("percent_off", "numeric"),
+    ("amount_off", "numeric"),
+    ("amount", "numeric"),
+    ("position", "smallint"),
+]
+USE_COLUMNS = [("id", "bigint"), ("uses", "integer")]
 ADVANCE_COLUMNS = [
     ("id", "bigint"),
     ("current_period_start", "timestamptz"),
@@ -142,12 +173,14 @@ ADVANCE_COLUMNS = [
 assert [n for n, _ in INVOICE_COLUMNS] == [*InvoiceRow._fields[:-1], *BuyerSnapshot._fields]
 assert [n for n, _ in LINE_COLUMNS] == list(LineRow._fields)
 assert [n for n, _ in ADVANCE_COLUMNS] == list(SubscriptionAdvance._fields)
+assert [n for n, _ in DISCOUNT_COLUMNS] == list(DiscountRow._fields)
+assert [n for n, _ in USE_COLUMNS] == list(CouponUse._fields)
 
 
 def write_bills(bills, now: datetime) -> list[list[WrittenInvoice]]:
-    """Take the invoice numbers, insert the invoices and their lines and advance the subscriptions
-    of these bills (invoicing.run.SubscriptionBill): a statement each for all of them. Per bill,
-    the invoices it wrote."""
+    """Take the invoice numbers, insert the invoices, their lines and their discounts, count the
+    coupons' uses and advance the subscriptions of these bills (invoicing.run.SubscriptionBill): a
+    statement each for all of them. Per bill, the invoices it wrote."""
     numbers = _take_numbers(bills, now.year)
     rows, drafts, advances, sellers = [], [], [], {}
     for bill in bills:
@@ -169,6 +202,7 @@ def write_bills(bills, now: datetime) -> list[list[WrittenInvoice]]:
                     period_end=draft.period_end,
                     currency=draft.currency,
                     subtotal=draft.subtotal,
+                    discount_amount=draft.discount_amount,
                     tax_rate=draft.tax_rate,
                     tax_amount=draft.tax_amount,
                     tax_reason=draft.tax_reason,
@@ -187,6 +221,24 @@ def write_bills(bills, now: datetime) -> list[list[WrittenInvoice]]:
             for line in draft.lines
         ]
     )
+    discounts = [
+        DiscountRow(
+            invoice_id,
+            discount.coupon.attachment_id,
+            discount.coupon.code,
+            discount.coupon.percent_off,
+            discount.coupon.amount_off,
+            discount.amount,
+            position,
+        )
+        for invoice_id, draft in zip(ids, drafts, strict=True)
+        for position, discount in enumerate(draft.discounts)
+    ]
+    insert_discounts(discounts)
+    uses = defaultdict(int)
+    for row in discounts:
+        uses[row.attachment_id] += 1
+    count_coupon_uses([CouponUse(pk, n) for pk, n in sorted(uses.items())])
     advance_subscriptions(advances)
 
     written, written_rows = [], iter(zip(ids, rows, strict=True))
@@ -308,6 +360,34 @@ def insert_lines(lines: list[LineRow]) -> None:
         cursor.execute(
             f"INSERT INTO {_table(InvoiceLineItem)} ({_columns(LINE_COLUMNS)}) "
             f"SELECT {selected(LINE_COLUMNS)} FROM {source}",
+            params,
+        )
+
+
+def insert_discounts(rows: list[DiscountRow]) -> None:
+    if not rows:
+        return
+    source, params = rows_source(DISCOUNT_COLUMNS, list(zip(*rows, strict=True)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_table(InvoiceDiscount)} ({_columns(DISCOUNT_COLUMNS)}) "
+            f"SELECT {selected(DISCOUNT_COLUMNS)} FROM {source}",
+            params,
+        )
+
+
+def count_coupon_uses(rows: list[CouponUse]) -> None:
+    """Add each attachment's uses in one UPDATE ... FROM. Added to what is stored (not written over
+    it): a use counted elsewhere meanwhile adds up, and the CHECK uses_counted <= max_uses refuses
+    the statement when the sum passes the coupon's duration. Sorted by id: one lock order."""
+    if not rows:
+        return
+    source, params = rows_source(USE_COLUMNS, list(zip(*rows, strict=True)))
+    table = _table(CouponAttachment)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET uses_counted = {table}.uses_counted + v.uses "
+            f"FROM {source} WHERE {table}.id = v.id",
             params,
         )
 

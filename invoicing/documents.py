@@ -8,15 +8,17 @@ plain `pip install` is enough, no browser or system library is needed on the ser
 from dataclasses import dataclass, field
 from decimal import Decimal
 from io import BytesIO
+from typing import NamedTuple
 
 from babel import Locale, UnknownLocaleError
 from babel.numbers import format_currency, format_decimal
+from django.db.models import Prefetch
 from django.template.loader import render_to_string
 from xhtml2pdf import pisa
 
 from core import money
 from invoicing.breakdown import ReadableRow, detail_rows, readable_rows
-from invoicing.models import CreditNote, Invoice, InvoiceLineItem
+from invoicing.models import CreditNote, Invoice, InvoiceDiscount, InvoiceLineItem
 from invoicing.pricing import last_day
 
 TEMPLATE = "invoicing/invoice.html"
@@ -116,6 +118,11 @@ def true_up_note(line, fmt, currency: str) -> str:
     return ""
 
 
+class DocumentDiscount(NamedTuple):
+    coupon: str  # the coupon's code
+    amount: str  # formatted, negative: what it took off
+
+
 def invoice_context(invoice: Invoice) -> dict:
     """Everything the template shows, already formatted: the template does no arithmetic."""
     # The parties as issued (invoicing.parties): renaming a customer or a seller afterwards
@@ -164,6 +171,12 @@ def invoice_context(invoice: Invoice) -> dict:
         "period_last_day": last_day(invoice.period_end),
         "lines": lines,
         "subtotal": fmt.money(invoice.subtotal, currency),
+        # Each coupon's discount, in the order it applied, between the subtotal and the tax.
+        "discounts": [
+            DocumentDiscount(discount.coupon_code, fmt.money(-discount.amount, currency))
+            for discount in invoice.discounts.all()
+        ],
+        "taxable": fmt.money(invoice.subtotal - invoice.discount_amount, currency),
         "tax_label": TAX_LABELS.get(reason, "VAT"),
         "tax_rate": fmt.percent(invoice.tax_rate),
         "tax_amount": fmt.money(invoice.tax_amount, currency),
@@ -178,7 +191,11 @@ def invoice_context(invoice: Invoice) -> dict:
 def _loaded(invoice: Invoice) -> Invoice:
     """The invoice and its lines in two queries, whatever the caller passed. The parties come
     from the invoice's own snapshot columns."""
-    return Invoice.objects.prefetch_related("line_items", "credit_notes").get(pk=invoice.pk)
+    return Invoice.objects.prefetch_related(
+        "line_items",
+        "credit_notes",
+        Prefetch("discounts", queryset=InvoiceDiscount.objects.order_by("position", "id")),
+    ).get(pk=invoice.pk)
 
 
 def render_invoice_html(invoice: Invoice, *, toolbar: dict | None = None) -> str:

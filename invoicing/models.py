@@ -1,8 +1,10 @@
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Round
+from django.db.models.functions import Length, Round
+from django.db.models.lookups import Exact
 from django_countries.fields import CountryField
 
+from core.control_characters import refuse_control_characters
 from subscriptions.models import currency_is_three_letters
 
 MONEY = {"max_digits": 19, "decimal_places": 4}
@@ -99,6 +101,7 @@ LOCKED_FIELDS = (
     "finalized_at",
     "credits_applied",
     *PARTY_SNAPSHOT_FIELDS,
+    "discount_amount",
 )
 # The only ways out of FINALIZED, each setting its date once.
 LOCKED_TRANSITIONS = {("FINALIZED", "PAID"): "paid_at", ("FINALIZED", "VOID"): "voided_at"}
@@ -149,6 +152,8 @@ class Invoice(models.Model):
     period_end = models.DateTimeField()
     currency = models.CharField(max_length=3)
     subtotal = models.DecimalField(**MONEY)
+    # The coupons' discounts (InvoiceDiscount rows), before tax: tax is on subtotal - discount_amount.
+    discount_amount = models.DecimalField(**MONEY, default=0)
     tax_rate = models.DecimalField(max_digits=5, decimal_places=2, help_text="In percent")
     tax_amount = models.DecimalField(**MONEY)
     tax_reason = models.CharField(max_length=20, choices=TaxReason.choices)
@@ -195,7 +200,12 @@ class Invoice(models.Model):
             # Rounded to the column's 4 places: SQLite keeps decimals as binary floats, where
             # 262.87 + 56.48 != 319.35; on PostgreSQL's exact numeric the rounding changes nothing.
             models.CheckConstraint(
-                condition=Q(total=Round(F("subtotal") + F("tax_amount"), 4)), name="invoice_total_adds_up"
+                condition=Q(total=Round(F("subtotal") - F("discount_amount") + F("tax_amount"), 4)),
+                name="invoice_total_adds_up",
+            ),
+            models.CheckConstraint(
+                condition=Q(discount_amount__gte=0, discount_amount__lte=F("subtotal")),
+                name="invoice_discount_within_subtotal",
             ),
             models.CheckConstraint(
                 condition=Q(tax_rate__gte=0, tax_rate__lte=100), name="invoice_tax_rate_percentage"
@@ -384,6 +394,153 @@ class InvoiceLineItem(models.Model):
         locked = Invoice.objects.filter(pk__in=ids).exclude(status=Invoice.Status.DRAFT).first()
         if locked is not None:
             raise InvoiceLockedError(f"{locked.number} is {locked.status}: its line items cannot change")
+
+
+class Coupon(models.Model):
+    """A discount an organization offers (spec section 10): percent_off, or amount_off in a currency;
+    for the next invoice (ONCE), the next `duration_in_periods` (REPEATING) or every one (FOREVER).
+    A coupon is never edited once created: the invoices it discounted keep its terms on their
+    InvoiceDiscount rows anyway."""
+
+    class Duration(models.TextChoices):
+        ONCE = "ONCE"
+        REPEATING = "REPEATING"
+        FOREVER = "FOREVER"
+
+    # Indexed by the unique (organization, code).
+    organization = models.ForeignKey(
+        "subscriptions.Organization", on_delete=models.PROTECT, related_name="coupons", db_index=False
+    )
+    code = models.CharField(max_length=100, validators=[refuse_control_characters])
+    name = models.CharField(max_length=200, blank=True, validators=[refuse_control_characters])
+    percent_off = models.DecimalField(
+        max_digits=7, decimal_places=4, null=True, blank=True, help_text="In percent, above 0, at most 100"
+    )
+    amount_off = models.DecimalField(**MONEY, null=True, blank=True)
+    currency = models.CharField(
+        max_length=3, blank=True, default="", help_text="amount_off's; empty for percent"
+    )
+    duration = models.CharField(max_length=10, choices=Duration.choices)
+    duration_in_periods = models.PositiveIntegerField(null=True, blank=True, help_text="REPEATING only")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "code"], name="coupon_code_unique"),
+            models.CheckConstraint(
+                condition=Q(
+                    percent_off__isnull=False,
+                    percent_off__gt=0,
+                    percent_off__lte=100,
+                    amount_off__isnull=True,
+                    currency="",
+                )
+                | (
+                    Q(percent_off__isnull=True, amount_off__isnull=False, amount_off__gt=0)
+                    & Exact(Length("currency"), 3)
+                ),
+                name="coupon_percent_or_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(duration__in=["ONCE", "FOREVER"], duration_in_periods__isnull=True)
+                | Q(duration="REPEATING", duration_in_periods__isnull=False, duration_in_periods__gte=1),
+                name="coupon_duration_periods",
+            ),
+        ]
+
+    def __str__(self):
+        return self.code
+
+    @property
+    def max_uses(self) -> int | None:
+        """How many invoices it discounts: 1, n, or None (no end)."""
+        return {"ONCE": 1, "FOREVER": None}.get(self.duration, self.duration_in_periods)
+
+
+class CouponAttachment(models.Model):
+    """A coupon attached to a subscription: it discounts the subscription's invoices issued from
+    `attached_at` on, in attachment order (attached_at, id), until `uses_counted` reaches
+    `max_uses` (copied from the coupon: 1 for ONCE, n for REPEATING, NULL for FOREVER). A use is
+    one InvoiceDiscount row on an invoice that is not VOID; the CHECK below refuses a use past the
+    coupon's duration, whoever writes it (two runs racing included)."""
+
+    # Indexed by the unique (subscription, coupon).
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription",
+        on_delete=models.CASCADE,
+        related_name="coupon_attachments",
+        db_index=False,
+    )
+    coupon = models.ForeignKey(Coupon, on_delete=models.PROTECT, related_name="attachments")
+    attached_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField(null=True, blank=True, help_text="NULL: FOREVER")
+    uses_counted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["attached_at", "id"]
+        constraints = [
+            # D: the same coupon twice on one subscription is refused (409), not stacked.
+            models.UniqueConstraint(fields=["subscription", "coupon"], name="coupon_attached_once"),
+            models.CheckConstraint(
+                condition=Q(max_uses__isnull=True) | Q(uses_counted__lte=F("max_uses")),
+                name="coupon_uses_within_duration",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_uses__isnull=True) | Q(max_uses__gte=1), name="coupon_max_uses_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.coupon} on {self.subscription_id}"
+
+
+class InvoiceDiscount(models.Model):
+    """One coupon's discount on one invoice, with the coupon's terms as applied (so it can be
+    recomputed from itself: the finalization refresh, verify_invoices)."""
+
+    invoice = models.ForeignKey(  # indexed by the unique (invoice, attachment)
+        Invoice, on_delete=models.CASCADE, related_name="discounts", db_index=False
+    )
+    attachment = models.ForeignKey(CouponAttachment, on_delete=models.PROTECT, related_name="discounts")
+    coupon_code = models.CharField(max_length=100)
+    percent_off = models.DecimalField(max_digits=7, decimal_places=4, null=True, blank=True)
+    amount_off = models.DecimalField(**MONEY, null=True, blank=True)
+    amount = models.DecimalField(**MONEY)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            # A coupon use is counted once per invoice.
+            models.UniqueConstraint(
+                fields=["invoice", "attachment"], name="invoice_discount_once_per_coupon"
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="invoice_discount_not_negative"),
+            models.CheckConstraint(
+                condition=Q(percent_off__isnull=False, amount_off__isnull=True)
+                | Q(percent_off__isnull=True, amount_off__isnull=False),
+                name="invoice_discount_percent_or_amount",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.coupon_code}: {self.amount}"
+
+    def save(self, *args, **kwargs):
+        self._refuse_if_locked()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        self._refuse_if_locked()
+        return super().delete(*args, **kwargs)
+
+    def _refuse_if_locked(self) -> None:
+        """As a line's: a finalized, paid or void invoice's discounts never change (the model's
+        guard only; the invoice's own discount_amount is locked by the database's trigger)."""
+        locked = Invoice.objects.filter(pk=self.invoice_id).exclude(status=Invoice.Status.DRAFT).first()
+        if locked is not None:
+            raise InvoiceLockedError(f"{locked.number} is {locked.status}: its discounts cannot change")
 
 
 class WorkerRun(models.Model):

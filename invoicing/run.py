@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from core import money
 from invoicing.batch_writes import SubscriptionAdvance, WrittenInvoice, write_bills
+from invoicing.coupons import active_coupons, coupons_per_invoice
 from invoicing.models import Invoice, WorkerRun
 from invoicing.pricing import InvoiceDraft, last_day, price_period
 from invoicing.run_lease import OpenRun, one_line_reason, recorded_run
@@ -280,13 +281,17 @@ class InvoiceRun:
             bill.quantities = [usage_by_charge(usage, answers) for _ in bill.periods]
 
     def price(self, bills):
-        """Step 4: each period priced (invoicing.pricing: a line per charge, subtotal, tax from
-        the customer and the organization on the period's last day, total)."""
+        """Step 4: each period priced (invoicing.pricing: a line per charge, subtotal, the
+        coupons' discounts, tax from the customer and the organization on the period's last day,
+        total). The batch's coupons are read in one query; the periods of a catch-up take them in
+        order, oldest first (a ONCE coupon the first invoice, REPEATING(n) the first n)."""
         priced, failures = [], []
+        coupons = active_coupons([bill.subscription.id for bill in bills if bill.periods], self.now)
         for bill in bills:
             s = bill.subscription
             charges = self.catalog.charges[s.plan_id]
             try:
+                per_invoice = coupons_per_invoice(coupons.get(s.id, []), len(bill.periods))
                 bill.drafts = [
                     price_period(
                         s,
@@ -294,8 +299,11 @@ class InvoiceRun:
                         period,
                         quantities,
                         self.catalog.tax(s.customer, s.organization, last_day(period[1])),
+                        taken,
                     )
-                    for period, quantities in zip(bill.periods, bill.quantities, strict=True)
+                    for period, quantities, taken in zip(
+                        bill.periods, bill.quantities, per_invoice, strict=True
+                    )
                 ]
             except Exception as exc:  # one subscription's bad data must not stop the run
                 failures.append(Failure(s, one_line_reason(exc)))

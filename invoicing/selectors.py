@@ -6,6 +6,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
+from invoicing.coupons import active_coupons, coupons_per_invoice
 from invoicing.models import Invoice, WorkerRun
 from invoicing.pricing import last_day, price_period
 from invoicing.run_lease import close_abandoned_runs
@@ -73,7 +74,8 @@ def _worker_health(worker: str, now: datetime) -> dict:
 
 def upcoming_invoice(subscription: Subscription, now: datetime):
     """What the subscription's current period would bill if it ended now: its fixed charges and the
-    usage recorded so far, priced and taxed exactly as the invoice run will. Writes nothing.
+    usage recorded so far, discounted by the coupons its next invoice would take, priced and taxed
+    exactly as the invoice run will. Writes nothing (no coupon use is counted).
 
     Events count over the whole current period, as the run will count them; `as_of` records when
     the preview was made. Returns an InvoiceDraft (invoicing.pricing); raises MissingTaxRate when
@@ -83,7 +85,8 @@ def upcoming_invoice(subscription: Subscription, now: datetime):
     usage = [c for c in charges if c.charge_type == Charge.ChargeType.USAGE]
     quantities = usage_by_charge(usage, iter(aggregate_usage(usage_questions(subscription, usage, period))))
     tax = calculate_tax(subscription.customer, subscription.organization, last_day(period[1]))
-    draft = price_period(subscription, charges, period, quantities, tax)
+    coupons = coupons_per_invoice(active_coupons([subscription.id], now).get(subscription.id, []), 1)[0]
+    draft = price_period(subscription, charges, period, quantities, tax, coupons)
     draft.as_of = now
     return draft
 

@@ -13,9 +13,10 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from core import money
+from invoicing.coupons import give_back_uses, stored_terms
 from invoicing.credits import apply_credits, expire_credits, give_back_credits
-from invoicing.models import Invoice, InvoiceLineItem
-from invoicing.pricing import price_lines, stored_usage, totals
+from invoicing.models import Invoice, InvoiceDiscount, InvoiceLineItem
+from invoicing.pricing import apply_discounts, discount_total, price_lines, stored_usage, totals
 from invoicing.pricing.invoice import Priced
 from invoicing.pricing.lines import line_terms
 from invoicing.run_lease import one_line_reason, recorded_run
@@ -73,8 +74,10 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
 
     Each line is priced again with the terms it stored when the draft was issued (pricing model,
     prices, tiers, min_amount: invoicing.pricing.PricingTerms.from_snapshot); the commitment is the
-    one on the draft's COMMITMENT line, else the plan's. The tax rate stays as it was. Returns the
-    (invoice, old total) pairs whose total changed. Callers hold the invoices' row locks."""
+    one on the draft's COMMITMENT line, else the plan's. The draft's discounts are computed again on
+    the new subtotal from its own discount rows (the same coupons, in the same order, no new use).
+    The tax rate stays as it was. Returns the (invoice, old total) pairs whose total changed.
+    Callers hold the invoices' row locks and prefetch lines and discounts (_with_lines)."""
     questions, usage_lines = [], []
     for invoice in invoices:
         if invoice.status != Invoice.Status.DRAFT:
@@ -92,7 +95,7 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
         usage_lines += lines
         questions += usage_questions(invoice.subscription, lines, (invoice.period_start, invoice.period_end))
     usage = usage_by_charge(usage_lines, iter(aggregate_usage(questions)))
-    changed, updated, added, removed = [], [], [], []
+    changed, updated, added, removed, discounts = [], [], [], [], []
     # Priced before any write: an amount no invoice can hold is refused with a reason naming the
     # line, instead of `numeric field overflow` for the whole batch.
     try:
@@ -120,8 +123,18 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
             removed += remove
             invoice.updated_at = touched
             old_total = invoice.total
+            stored = list(invoice.discounts.all())
+            subtotal = sum((draft.amount for draft in drafts), Decimal(0))
+            again = apply_discounts(subtotal, [stored_terms(row) for row in stored], invoice.currency)
+            for row, discount in zip(stored, again, strict=True):
+                row.amount = discount.amount
+            discounts += stored
+            invoice.discount_amount = discount_total(again)
             invoice.subtotal, invoice.tax_amount, invoice.total = totals(
-                [draft.amount for draft in drafts], invoice.tax_rate, invoice.currency
+                [draft.amount for draft in drafts],
+                invoice.tax_rate,
+                invoice.currency,
+                invoice.discount_amount,
             )
             if invoice.total != old_total:
                 changed.append((invoice, old_total))
@@ -131,7 +144,10 @@ def refresh_drafts(invoices: list[Invoice]) -> list[tuple[Invoice, object]]:
         InvoiceLineItem.objects.filter(id__in=[line.id for line in removed]).delete()
     InvoiceLineItem.objects.bulk_update(updated, REFRESHED_LINE_FIELDS)
     InvoiceLineItem.objects.bulk_create(added)
-    Invoice.objects.bulk_update(invoices, ["subtotal", "tax_amount", "total", "updated_at"])
+    InvoiceDiscount.objects.bulk_update(discounts, ["amount"])
+    Invoice.objects.bulk_update(
+        invoices, ["subtotal", "discount_amount", "tax_amount", "total", "updated_at"]
+    )
     return changed
 
 
@@ -167,7 +183,8 @@ def _line_changes(invoice, lines, drafts) -> tuple[list, list, list]:
 
 def _with_lines(queryset):
     return queryset.select_related("customer", "subscription__plan").prefetch_related(
-        Prefetch("line_items", queryset=InvoiceLineItem.objects.select_related("charge__meter", "invoice"))
+        Prefetch("line_items", queryset=InvoiceLineItem.objects.select_related("charge__meter", "invoice")),
+        Prefetch("discounts", queryset=InvoiceDiscount.objects.order_by("position", "id")),
     )
 
 
@@ -187,7 +204,13 @@ def finalize_invoice(invoice_id: int, now: datetime) -> Invoice:
 
 def void_invoice(invoice_id: int, now: datetime) -> Invoice:
     """A voided invoice gives back the prepaid credits it took at finalization (a REVERSAL entry)."""
-    return _stamp(invoice_id, "void", Invoice.Status.VOID, "voided_at", now, then=give_back_credits)
+    return _stamp(invoice_id, "void", Invoice.Status.VOID, "voided_at", now, then=_give_back)
+
+
+def _give_back(invoice: Invoice, now: datetime) -> None:
+    """A void invoice took nothing: the prepaid credits it took and its coupons' uses come back."""
+    give_back_credits(invoice, now)
+    give_back_uses(invoice.id)
 
 
 def mark_invoice_paid(invoice_id: int, now: datetime) -> Invoice:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core import money
+from invoicing.coupon_admin import AttachCouponInline, CouponAttachmentInline
 from invoicing.credit_admin import CreditLedgerInline, credit_balances_html
 from invoicing.manual_trigger import MORE_DUE, Reason, why_nothing_billed
 from invoicing.run import InvoiceGenerator, RunResult
@@ -385,6 +386,9 @@ class SubscriptionAdmin(admin.ModelAdmin):
             f"{subscription.current_period_start:%Y-%m-%d}",
             f"{subscription.current_period_end:%Y-%m-%d}",
         )
+
+    def get_inlines(self, request, obj):
+        return [] if obj is None else [CouponAttachmentInline, AttachCouponInline]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

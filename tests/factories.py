@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import factory
 
-from invoicing.models import TaxRate
+from invoicing.models import Coupon, CouponAttachment, TaxRate
 from metering.models import Meter, UsageEvent
 from metering.services import adopt_unbound_events
 from metering.values import meter_values
@@ -98,6 +98,29 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
         """Like start_subscription: the customer's unbound events of its meters become its own."""
         if create:
             adopt_unbound_events(subscription)
+
+
+class CouponFactory(factory.django.DjangoModelFactory):
+    """A 10% coupon for the next invoice; `amount_off=..., currency=..., percent_off=None` for a fixed one."""
+
+    class Meta:
+        model = Coupon
+
+    organization = factory.SubFactory(OrganizationFactory)
+    code = factory.Sequence(lambda n: f"COUPON{n}")
+    name = factory.LazyAttribute(lambda c: c.code.title())
+    percent_off = Decimal("10")
+    amount_off = None
+    currency = ""
+    duration = "ONCE"
+    duration_in_periods = None
+
+
+def attach(subscription, coupon, at=T0) -> CouponAttachment:
+    """`coupon` on `subscription` from `at` (the start of its first period by default)."""
+    from invoicing.coupons import attach_coupon
+
+    return attach_coupon(subscription, coupon, at)
 
 
 class UsageEventFactory(factory.django.DjangoModelFactory):

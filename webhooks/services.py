@@ -113,10 +113,11 @@ def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
 
 def _invoices(ids):
     from invoicing.credit_notes import with_credit_totals
-    from invoicing.models import Invoice, InvoiceLineItem
+    from invoicing.models import Invoice, InvoiceDiscount, InvoiceLineItem
 
     return with_credit_totals(Invoice.objects.filter(id__in=ids)).prefetch_related(
-        Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id"))
+        Prefetch("line_items", queryset=InvoiceLineItem.objects.order_by("position", "id")),
+        Prefetch("discounts", queryset=InvoiceDiscount.objects.order_by("position", "id")),
     )
 
 

@@ -4,13 +4,20 @@
   pricing model (`charge` is a Charge or its `PricingTerms`, e.g. a billed line's stored terms).
   Each model is one module in this package, registered in `charges.MODELS`.
 - `price_period(...)`: one invoice draft: a line per charge, the minimum and commitment true-ups,
-  the subtotal, tax and total.
+  the subtotal, the coupons' discounts (`discounts.apply_discounts`), tax and total.
 
 The invoice run, the draft refresh before finalization, the upcoming-invoice preview, the dry run
 and `verify_invoices` all price through here, so they can never disagree about an amount.
 """
 
 from invoicing.pricing.charges import MODELS, price_charge
+from invoicing.pricing.discounts import (
+    CouponCurrencyMismatch,
+    CouponTerms,
+    Discount,
+    apply_discounts,
+    discount_total,
+)
 from invoicing.pricing.invoice import (
     CHARGE,
     COMMITMENT,
@@ -34,14 +41,19 @@ __all__ = [
     "MINIMUM",
     "MODELS",
     "ChargePrice",
+    "CouponCurrencyMismatch",
+    "CouponTerms",
+    "Discount",
     "InvoiceDraft",
     "LineDraft",
     "PricingTerms",
     "Tier",
     "TierDetail",
     "Usage",
+    "apply_discounts",
     "as_usage",
     "counts_events",
+    "discount_total",
     "last_day",
     "price_charge",
     "price_lines",

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from core import money
 from invoicing.pricing.charges import price_charge
+from invoicing.pricing.discounts import CouponTerms, Discount, apply_discounts, discount_total
 from invoicing.pricing.prices import TierDetail, Usage
 from invoicing.pricing.terms import PricingTerms, decimal_text
 
@@ -52,6 +53,8 @@ class InvoiceDraft:
     tax_reason: str
     lines: list[LineDraft] = field(default_factory=list)
     subtotal: Decimal = Decimal(0)
+    discounts: list[Discount] = field(default_factory=list)  # in the order they apply
+    discount_amount: Decimal = Decimal(0)
     tax_amount: Decimal = Decimal(0)
     total: Decimal = Decimal(0)
 
@@ -211,26 +214,35 @@ def _min_amount(line: LineDraft) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def totals(amounts: list[Decimal], tax_rate: Decimal, currency: str) -> tuple[Decimal, Decimal, Decimal]:
-    """(subtotal, tax_amount, total): tax is rounded once, on the subtotal, not per line."""
+def totals(
+    amounts: list[Decimal], tax_rate: Decimal, currency: str, discount: Decimal = Decimal(0)
+) -> tuple[Decimal, Decimal, Decimal]:
+    """(subtotal, tax_amount, total): tax is rounded once, on the subtotal less the discount (the
+    coupons', see discounts.py), not per line; total = subtotal - discount + tax."""
     subtotal = sum(amounts, Decimal(0))
     if abs(subtotal) >= money.AMOUNT_LIMIT:
         money.check_amount(subtotal, currency, "the subtotal")
-    tax_amount = money.percent_of(subtotal, tax_rate, currency)
-    total = subtotal + tax_amount
+    tax_amount = money.percent_of(subtotal - discount, tax_rate, currency)
+    total = subtotal - discount + tax_amount
     if abs(total) >= money.AMOUNT_LIMIT:
         money.check_amount(total, currency, "the total (tax included)")
     return subtotal, tax_amount, total
 
 
-def price_period(subscription, charges, period, quantities: dict, tax: tuple[Decimal, str]) -> InvoiceDraft:
+def price_period(
+    subscription, charges, period, quantities: dict, tax: tuple[Decimal, str], coupons: list[CouponTerms] = ()
+) -> InvoiceDraft:
     """`quantities` maps each USAGE charge's id to its usage for the period: a Usage (quantity and
-    event count), or a bare quantity where the charge's model needs no event count."""
+    event count), or a bare quantity where the charge's model needs no event count. `coupons`: the
+    coupons that apply to this invoice, in attachment order."""
     currency = subscription.plan.currency
     draft = InvoiceDraft(subscription, period[0], period[1], currency, tax_rate=tax[0], tax_reason=tax[1])
     priced = [Priced(charge, quantities.get(charge.id, Decimal(0))) for charge in charges]
     draft.lines = price_lines(priced, currency, getattr(subscription.plan, "minimum_commitment", None))
+    subtotal = sum((line.amount for line in draft.lines), Decimal(0))
+    draft.discounts = apply_discounts(subtotal, coupons, currency)
+    draft.discount_amount = discount_total(draft.discounts)
     draft.subtotal, draft.tax_amount, draft.total = totals(
-        [line.amount for line in draft.lines], draft.tax_rate, currency
+        [line.amount for line in draft.lines], draft.tax_rate, currency, draft.discount_amount
     )
     return draft

@@ -15,13 +15,13 @@ from pypdf import PdfReader
 from api.models import ApiKey
 from api.services import create_api_key
 from invoicing.credit_notes import LineCredit, issue_credit_note
-from invoicing.models import CreditNote, Invoice, TaxRate, WorkerRun
+from invoicing.models import Coupon, CreditNote, Invoice, TaxRate, WorkerRun
 from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice, mark_invoice_paid
 from metering.models import Meter, UsageEvent
 from subscriptions.models import Charge, Customer, Organization, Plan, Subscription
 from tests.admin.conftest import build_world
-from tests.factories import T0
+from tests.factories import T0, CouponFactory
 from webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 pytestmark = pytest.mark.django_db
@@ -76,6 +76,7 @@ def test_every_changelist_change_and_add_page_renders(admin_client, billed):
         Invoice: Invoice.objects.first(),
         TaxRate: TaxRate.objects.first(),
         WorkerRun: WorkerRun.objects.first(),
+        Coupon: CouponFactory(organization=Organization.objects.first()),
         **webhook_samples(),
     }
     registered = {model for model in admin.site._registry if model._meta.app_label != "auth"}
@@ -88,7 +89,7 @@ def test_every_changelist_change_and_add_page_renders(admin_client, billed):
         assert admin_client.get(reverse(f"{prefix}_change", args=[obj.pk])).status_code == 200, model
         model_admin = admin.site._registry[model]
         add = admin_client.get(reverse(f"{prefix}_add"))
-        can_add = model in {Organization, Customer, Plan, Subscription, ApiKey, Meter, TaxRate}
+        can_add = model in {Organization, Customer, Plan, Subscription, ApiKey, Meter, TaxRate, Coupon}
         assert add.status_code == (200 if can_add else 403), model
         assert model_admin.has_add_permission(add.wsgi_request) is can_add
     index = admin_client.get(reverse("admin:index")).content.decode()

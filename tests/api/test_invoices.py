@@ -103,6 +103,8 @@ def test_upcoming_invoice_previews_the_current_period_and_writes_nothing(api, su
         "period_start": "2025-01-01T00:00:00Z",
         "period_end": "2025-02-01T00:00:00Z",
         "subtotal": "11.55",
+        "discount_amount": "0.00",
+        "discounts": [],
         "tax_rate": "19.00",
         "tax_amount": "2.19",
         "tax_reason": "domestic",

@@ -8,16 +8,18 @@ import pytest
 import time_machine
 
 from api import urls
-from invoicing.models import CreditLedgerEntry, CreditNote, Invoice
+from invoicing.models import CouponAttachment, CreditLedgerEntry, CreditNote, Invoice
 from invoicing.run import InvoiceGenerator
 from metering.models import UsageEvent
 from subscriptions.models import Subscription
 from tests.factories import (
     ChargeFactory,
+    CouponFactory,
     CustomerFactory,
     MeterFactory,
     SubscriptionFactory,
     UsageEventFactory,
+    attach,
 )
 from webhooks.models import WebhookEndpoint, WebhookMessage
 from webhooks.services import create_endpoint
@@ -31,6 +33,8 @@ def ours(org):
     ChargeFactory(plan=sub.plan, charge_type="USAGE", meter=meter)
     UsageEventFactory(customer=customer, code="api_calls")
     endpoint = create_endpoint(organization=org, url="https://93.184.215.14/hook", events=["*"])
+    coupon = CouponFactory(organization=org, code="WELCOME10")
+    attach(sub, coupon)
     with time_machine.travel(datetime(2025, 2, 1, 1, tzinfo=UTC), tick=False):
         InvoiceGenerator().process_due_subscriptions()
     invoice = Invoice.objects.get()
@@ -58,6 +62,7 @@ def ours(org):
         "subscription": sub.id,
         "invoice": Invoice.objects.get().id,
         "webhook_endpoint": endpoint.id,
+        "coupon": coupon.id,
         "webhook_message": WebhookMessage.objects.get(event_type="invoice.created").id,
     }
 
@@ -82,6 +87,9 @@ def endpoints(ids):
             "get",
             f"/api/v1/subscriptions/{ids['subscription']}/upcoming-invoice",
         ),
+        ("subscription-coupons", "get", f"/api/v1/subscriptions/{ids['subscription']}/coupons"),
+        ("subscription-coupons", "post", f"/api/v1/subscriptions/{ids['subscription']}/coupons"),
+        ("coupon-detail", "get", f"/api/v1/coupons/{ids['coupon']}"),
         ("invoice-detail", "get", f"/api/v1/invoices/{ids['invoice']}"),
         ("invoice-pdf", "get", f"/api/v1/invoices/{ids['invoice']}/pdf"),
         ("invoice-finalize", "post", f"/api/v1/invoices/{ids['invoice']}/finalize"),
@@ -117,6 +125,7 @@ def test_every_object_endpoint_is_covered():
                     "invoice",
                     "webhook_endpoint",
                     "webhook_message",
+                    "coupon",
                 ],
                 1,
             )
@@ -138,6 +147,7 @@ def test_another_organizations_key_gets_404_everywhere(api, other_api, ours):
                 "method": "REFUND",
                 "lines": [{"line_item": line.id, "amount": "1.00"}],
             }
+        body = {"coupon": "WELCOME10"} if name == "subscription-coupons" else body
         answer = getattr(other_api, method)(path, body)
         assert answer.status_code == 404, (name, answer.status_code)
         assert "detail" in answer.json()
@@ -150,6 +160,7 @@ def test_another_organizations_key_gets_404_everywhere(api, other_api, ours):
     assert WebhookEndpoint.objects.filter(enabled=True, secret=secret).count() == 1
     assert not CreditLedgerEntry.objects.exists()
     assert CreditNote.objects.count() == 1
+    assert CouponAttachment.objects.count() == 1
 
 
 def test_lists_and_references_stay_inside_the_organization(api, other_api, ours):
@@ -161,6 +172,7 @@ def test_lists_and_references_stay_inside_the_organization(api, other_api, ours)
         "invoices",
         "webhook-endpoints",
         "credit-notes",
+        "coupons",
     )
     for resource in resources:
         assert other_api.get(f"/api/v1/{resource}").json()["count"] == 0, resource
@@ -186,3 +198,10 @@ def test_lists_and_references_stay_inside_the_organization(api, other_api, ours)
     assert set(event.json()) == {"external_customer_id", "code"}
     # The same transaction_id is free in another organization: it is unique per organization.
     assert UsageEvent.objects.count() == 1
+    # Our coupon's code is free in another organization.
+    assert (
+        other_api.post(
+            "/api/v1/coupons", {"code": "WELCOME10", "percent_off": "5", "duration": "ONCE"}
+        ).status_code
+        == 201
+    )

@@ -344,7 +344,7 @@ def test_d21_an_unknown_api_path_is_a_json_404_with_csrf_checks_on(org, method):
 
     client = APIClient(enforce_csrf_checks=True)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {create_api_key(org)[1]}")
-    for path in ["/api/v1/coupons", "/api/v1/customers/1/delete", "/api/v1/"]:
+    for path in ["/api/v1/gift-cards", "/api/v1/customers/1/delete", "/api/v1/"]:
         answer = getattr(client, method)(path, {}, format="json")
         assert (answer.status_code, answer["Content-Type"]) == (404, "application/json"), (method, path)
         assert answer.json() == {"detail": f"no such endpoint: {path}"}

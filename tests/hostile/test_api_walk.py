@@ -15,6 +15,7 @@ from invoicing.run import InvoiceGenerator
 from invoicing.services import finalize_invoice
 from tests.factories import (
     ChargeFactory,
+    CouponFactory,
     CustomerFactory,
     MeterFactory,
     OrganizationFactory,
@@ -40,6 +41,9 @@ EXPECTED = {
     "subscription-cancel": {"POST"},
     "subscription-generate-invoice": {"POST"},
     "subscription-upcoming-invoice": {"GET"},
+    "subscription-coupons": {"GET", "POST"},
+    "coupon-list": {"GET", "POST"},
+    "coupon-detail": {"GET"},
     "events": {"POST"},
     "invoice-list": {"GET"},
     "invoice-detail": {"GET"},
@@ -142,6 +146,7 @@ def world(db):
         now=datetime(2025, 2, 2, tzinfo=UTC),
     ).id  # fmt: skip
     ids["line"] = line.id
+    ids["coupon"] = CouponFactory(organization=org, code="WELCOME10").id
     return client_for(org), ids, customer
 
 
@@ -159,6 +164,9 @@ VALID_BODIES = {
     "customer-credits": {"amount": "5.00", "currency": "EUR", "description": "d", "expires_at": None},
     "invoice-credit-notes": {"reason": "OTHER", "method": "CREDIT_BALANCE", "description": "d",
                              "lines": [{"line_item": "LINE", "amount": "0.01"}]},
+    "subscription-coupons": {"coupon": "WELCOME10"},
+    "coupon-list": {"code": "c-UNIQUE", "name": "C", "amount_off": "5.00", "currency": "EUR",
+                    "duration": "REPEATING", "duration_in_periods": 2},
     "webhook-endpoint-list": {"url": "https://93.184.215.14/hook", "events": ["invoice.created"],
                               "description": "ERP"},
     "webhook-endpoint-detail": {"url": "https://93.184.215.14/other", "events": ["*"], "enabled": True},
