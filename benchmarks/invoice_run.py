@@ -447,14 +447,13 @@ def reset_to_due() -> None:
     run, no number taken, every subscription due for the billed month again. The subscriptions'
     table is rewritten (VACUUM FULL) so that the next run meets the same compact table and
     indexes as the first, not one full of the last run's dead row versions."""
-    from invoicing.models import Invoice, InvoiceLineItem, InvoiceNumberSequence, WorkerRun
+    from invoicing.models import Invoice, InvoiceDiscount, InvoiceLineItem, InvoiceNumberSequence, WorkerRun
     from subscriptions.models import Subscription
     from webhooks.models import WebhookAttempt, WebhookMessage
 
-    tables = [
-        m._meta.db_table
-        for m in (WebhookAttempt, WebhookMessage, InvoiceLineItem, Invoice, InvoiceNumberSequence, WorkerRun)
-    ]
+    # The data set has no coupons: InvoiceDiscount is empty, listed because it references Invoice.
+    models = (WebhookAttempt, WebhookMessage, InvoiceDiscount, InvoiceLineItem, Invoice)
+    tables = [m._meta.db_table for m in (*models, InvoiceNumberSequence, WorkerRun)]
     subscriptions = Subscription._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
