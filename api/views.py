@@ -580,8 +580,12 @@ class InvoiceDetail(ScopedRetrieve):
         (404, "application/json"): NOT_FOUND,
     },
 )
-class InvoicePdf(OrganizationScoped, generics.GenericAPIView):
-    queryset = Invoice.objects.all()
+class PdfDownload(OrganizationScoped, generics.GenericAPIView):
+    """A document of the key's organization (`queryset`'s model) as a PDF file: `render` makes the
+    bytes, `filename` names the download."""
+
+    render = None
+    filename = None
 
     def perform_content_negotiation(self, request, force=False):
         # The PDF is written directly; errors (401, 404) answer JSON whatever Accept asked for,
@@ -589,13 +593,19 @@ class InvoicePdf(OrganizationScoped, generics.GenericAPIView):
         return super().perform_content_negotiation(request, force=True)
 
     def get_queryset(self):
-        return Invoice.objects.filter(organization=self.organization())
+        return self.queryset.model.objects.filter(organization=self.organization())
 
     def get(self, request, *args, **kwargs):
-        invoice = self.get_object()
-        response = HttpResponse(render_invoice_pdf(invoice), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="{pdf_filename(invoice)}"'
+        document = self.get_object()
+        response = HttpResponse(self.render(document), content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{self.filename(document)}"'
         return response
+
+
+class InvoicePdf(PdfDownload):
+    queryset = Invoice.objects.all()
+    render = staticmethod(render_invoice_pdf)
+    filename = staticmethod(pdf_filename)
 
 
 class InvoiceTransition(OrganizationScoped, generics.GenericAPIView):
@@ -744,20 +754,10 @@ class CreditNoteDetail(ScopedRetrieve):
         (404, "application/json"): NOT_FOUND,
     },
 )
-class CreditNotePdf(OrganizationScoped, generics.GenericAPIView):
+class CreditNotePdf(PdfDownload):
     queryset = CreditNote.objects.all()
-
-    def perform_content_negotiation(self, request, force=False):
-        return super().perform_content_negotiation(request, force=True)
-
-    def get_queryset(self):
-        return CreditNote.objects.filter(organization=self.organization())
-
-    def get(self, request, *args, **kwargs):
-        note = self.get_object()
-        response = HttpResponse(render_credit_note_pdf(note), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="{credit_note_pdf_filename(note)}"'
-        return response
+    render = staticmethod(render_credit_note_pdf)
+    filename = staticmethod(credit_note_pdf_filename)
 
 
 # -- prepaid credits -------------------------------------------------------------------------------
